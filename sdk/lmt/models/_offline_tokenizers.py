@@ -1,0 +1,80 @@
+"""Byte-level BPE tokenizers built in code, so tiny variants need no download.
+
+The vocabulary holds the 256 byte-level symbols (so any text, Chinese included, tokenises) plus whole-word
+merges for a small English word list, so that common prompt words become single tokens as in a real BPE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Words that get whole-word tokens: prompt templates, our example labels and queries.
+WORDS = (
+    "a an the of and or in on at to is are this that with photo picture image question answer "
+    "cat cats dog dogs car cars bus truck motorcycle bicycle person people bird horse tree sky road "
+    "red green blue yellow black white small large one two three what how many where color "
+    "apple banana bottle shelf product lung chest ct mri x ray scan brain bone normal abnormal"
+).split()
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable unicode map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
+
+def _word_merges(words: tuple[str, ...], end_of_word: str) -> list[tuple[str, str]]:
+    """Left-to-right merges that turn each word into one token (optionally ending with ``end_of_word``)."""
+    merges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for word in words:
+        symbols = list(word)
+        symbols[-1] += end_of_word
+        current = symbols[0]
+        for symbol in symbols[1:]:
+            pair = (current, symbol)
+            if pair not in seen:
+                seen.add(pair)
+                merges.append(pair)
+            current += symbol
+    return merges
+
+
+def build_clip_tokenizer(folder: Path | None = None):
+    """A CLIPTokenizer with a ~700-token vocabulary. Saved to ``folder`` when given."""
+    from transformers import CLIPTokenizer
+
+    byte_symbols = list(bytes_to_unicode().values())
+    merges = _word_merges(WORDS, "</w>")
+    vocab_tokens = byte_symbols + [s + "</w>" for s in byte_symbols] + ["".join(pair) for pair in merges]
+    vocab_tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_tokens))}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    if folder is not None:
+        tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def build_gpt2_tokenizer(extra_special_tokens: tuple[str, ...] = ()):
+    """A GPT2Tokenizer (as OPT uses) with a small vocabulary; ``extra_special_tokens`` are added."""
+    from transformers import GPT2Tokenizer
+
+    byte_symbols = list(bytes_to_unicode().values())
+    space = bytes_to_unicode()[ord(" ")]
+    merges = _word_merges(tuple(space + w for w in WORDS), "")
+    vocab_tokens = ["<pad>", "</s>", "<unk>"] + byte_symbols + ["".join(pair) for pair in merges]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_tokens))}
+    tokenizer = GPT2Tokenizer(
+        vocab=vocab, merges=merges, bos_token="</s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        add_prefix_space=False,
+    )
+    if extra_special_tokens:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(extra_special_tokens)})
+    return tokenizer
