@@ -41,6 +41,8 @@ class Checkpoint:
     name: str
     hub_id: str
     description: str = ""
+    #: Tasks this checkpoint is fit for, when narrower than its family's (e.g. a backbone without a head).
+    tasks: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ _BUILTIN_FAMILY_MODULES = (
     "lmt.models.sam",
     "lmt.models.blip2",
     "lmt.models.owlv2",
+    "lmt.models.owlvit",
 )
 
 
@@ -157,8 +160,9 @@ def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
             f"Unknown task '{task}'. Tasks: {', '.join(TASKS)}.", f"未知任务 '{task}'。可用任务：{', '.join(TASKS)}。"
         )
     names = []
-    for name, (family, _) in _CHECKPOINTS.items():
-        if fnmatch.fnmatch(name, pattern) and (task is None or task in family.model_classes):
+    for name, (family, checkpoint) in _CHECKPOINTS.items():
+        tasks = checkpoint.tasks if checkpoint.tasks is not None else family.tasks
+        if fnmatch.fnmatch(name, pattern) and (task is None or task in tasks):
             names.append(name)
     return names
 
@@ -185,14 +189,6 @@ def family_for_model_type(model_type: str) -> ModelFamily | None:
         if model_type in family.model_types:
             return family
     return None
-
-
-def default_model_for(task: str) -> str:
-    """The registry name used when a task is asked for without a model."""
-    names = list_models(task=task)
-    if not names:
-        raise UnsupportedTaskError(f"No registered model runs '{task}'.", f"没有已注册的模型支持任务 '{task}'。")
-    return names[0]
 
 
 def suggest(name: str) -> list[str]:

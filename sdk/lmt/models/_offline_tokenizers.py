@@ -62,8 +62,11 @@ def build_clip_tokenizer(folder: Path | None = None):
     return tokenizer
 
 
-def build_gpt2_tokenizer(extra_special_tokens: tuple[str, ...] = ()):
-    """A GPT2Tokenizer (as OPT uses) with a small vocabulary; ``extra_special_tokens`` are added."""
+def build_gpt2_tokenizer(extra_special_tokens: tuple[str, ...] = (), add_bos_token: bool = False):
+    """A GPT2Tokenizer (as OPT uses) with a small vocabulary; ``extra_special_tokens`` are added.
+
+    ``add_bos_token=True`` prepends ``</s>`` to every text, as OPT's own tokenizer does.
+    """
     from transformers import GPT2Tokenizer
 
     byte_symbols = list(bytes_to_unicode().values())
@@ -73,7 +76,7 @@ def build_gpt2_tokenizer(extra_special_tokens: tuple[str, ...] = ()):
     vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_tokens))}
     tokenizer = GPT2Tokenizer(
         vocab=vocab, merges=merges, bos_token="</s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        add_prefix_space=False,
+        add_prefix_space=False, add_bos_token=add_bos_token,
     )
     if extra_special_tokens:
         tokenizer.add_special_tokens({"additional_special_tokens": list(extra_special_tokens)})

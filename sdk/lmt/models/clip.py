@@ -10,7 +10,7 @@ from lmt.registry import Checkpoint, ModelFamily, register_family
 def build_tiny(folder: Path) -> None:
     """A ~60k-parameter CLIP with CLIP's exact architecture classes, a real BPE tokenizer and processor."""
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
 
     from lmt.models._offline_tokenizers import build_clip_tokenizer
 
@@ -30,7 +30,7 @@ def build_tiny(folder: Path) -> None:
     )
     torch.manual_seed(0)
     model = CLIPModel(config).eval()
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)

@@ -1,0 +1,260 @@
+"""The ``lmt`` command. ``lmt --help`` and ``lmt models`` import no torch, transformers or gradio.
+
+Each sub-command is one ``add_<name>_parser`` function plus a ``run_<name>`` function; later features add theirs
+to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lmt.errors import InvalidInputError, LmtError
+from lmt.registry import TASKS
+
+EXIT_USER_ERROR = 2
+
+EPILOG = """examples:
+  lmt models "sam*"
+  lmt predict zero-shot-image-classification --model clip-vit-b32 --tiny --image cat.png --labels "cat,dog"
+  lmt predict mask-generation --model sam-vit-base --tiny --image cat.png --points 20,20,1 --json
+  lmt env
+"""
+
+
+# ---- lmt models ----------------------------------------------------------------------------------------------------
+def add_models_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "models", help="list registered models", description="List registered models (shell-style pattern)."
+    )
+    parser.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'clip*' (default: all)")
+    parser.add_argument("--task", choices=TASKS, help="only models that run this task")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(run=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from lmt.registry import list_models, lookup_checkpoint
+
+    rows = []
+    for name in list_models(args.pattern, task=args.task):
+        family, checkpoint = lookup_checkpoint(name)
+        tasks = checkpoint.tasks if checkpoint.tasks is not None else family.tasks
+        rows.append(
+            {"name": name, "family": family.name, "hub_id": checkpoint.hub_id, "tasks": list(tasks),
+             "description": checkpoint.description}
+        )
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print(f"No model matches '{args.pattern}'" + (f" for task {args.task}" if args.task else "") + ".")
+        return 0
+    name_width = max(len(r["name"]) for r in rows)
+    hub_width = max(len(r["hub_id"]) for r in rows)
+    for row in rows:
+        print(f"{row['name']:<{name_width}}  {row['hub_id']:<{hub_width}}  {', '.join(row['tasks'])}")
+    print(f"\n{len(rows)} models. Add --tiny to any command to use a family's offline tiny variant.")
+    return 0
+
+
+# ---- lmt env -------------------------------------------------------------------------------------------------------
+def add_env_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "env", help="show devices, versions and CPU features", description="Show devices, versions, CPU features."
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(run=run_env)
+
+
+def run_env(args: argparse.Namespace) -> int:
+    from lmt.env import environment_report, format_report
+
+    report = environment_report()
+    print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else format_report(report))
+    return 0
+
+
+# ---- lmt predict ---------------------------------------------------------------------------------------------------
+def _numbers(text: str, count: tuple[int, ...], what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in count:
+        raise InvalidInputError(
+            f"Could not read {what} '{text}': write {' or '.join(str(c) for c in count)} comma-separated numbers.",
+            f"无法解析 {what} '{text}'：请写 {' 或 '.join(str(c) for c in count)} 个以逗号分隔的数字。",
+        )
+    return values
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model/--tiny/--revision/--device/--dtype/--adapter, shared by every command that loads a model."""
+    parser.add_argument("--model", "-m", help="registry name, Hub id or local folder (default: the task's default)")
+    parser.add_argument("--tiny", action="store_true", help="use the family's offline tiny random-weight variant")
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of the model")
+    parser.add_argument("--device", help="cuda, npu, mps or cpu (default: best available)")
+    parser.add_argument("--dtype", help="float32, float16 or bfloat16 (default: per device)")
+    parser.add_argument("--adapter", help="peft adapter: Hub id or folder")
+    parser.add_argument("--adapter-revision", help="Hub revision of the adapter")
+
+
+def add_predict_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="run one task on images",
+        description="Run one task on one or more images and print the result.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+    )
+    parser.add_argument("task", choices=TASKS, help="transformers task name")
+    add_model_arguments(parser)
+    parser.add_argument("--image", "-i", action="append", required=True, help="image path or URL (repeatable)")
+    parser.add_argument("--labels", help="zero-shot labels, comma-separated")
+    parser.add_argument("--template", help="zero-shot prompt template containing {}")
+    parser.add_argument("--queries", help="detection queries, comma-separated")
+    parser.add_argument("--question", help="question for visual-question-answering")
+    parser.add_argument("--prompt", help="caption prompt to continue")
+    parser.add_argument("--points", nargs="+", metavar="X,Y[,LABEL]", help="SAM points; LABEL 1 include, 0 exclude")
+    parser.add_argument("--boxes", nargs="+", metavar="X0,Y0,X1,Y1", help="SAM box prompts")
+    parser.add_argument("--threshold", type=float, help="score threshold (detection) or mask threshold (SAM)")
+    parser.add_argument("--top-k", type=int, help="keep the best K results")
+    parser.add_argument("--max-new-tokens", type=int, help="generation length for captions and answers")
+    parser.add_argument("--num-beams", type=int, help="beam search width for captions and answers")
+    parser.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
+    parser.set_defaults(run=run_predict)
+
+
+def _task_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    task = args.task
+    if task == "zero-shot-image-classification":
+        options["labels"] = args.labels if args.labels is not None else ""
+        if args.template:
+            options["template"] = args.template
+    elif task == "zero-shot-object-detection":
+        options["queries"] = args.queries if args.queries is not None else ""
+    elif task == "visual-question-answering":
+        options["question"] = args.question if args.question is not None else ""
+    elif task == "image-to-text" and args.prompt:
+        options["prompt"] = args.prompt
+    elif task == "mask-generation":
+        if args.points:
+            options["points"] = [_numbers(p, (2, 3), "point") for p in args.points]
+        if args.boxes:
+            options["boxes"] = [_numbers(b, (4,), "box") for b in args.boxes]
+    if args.threshold is not None:
+        options["threshold"] = args.threshold
+    if args.top_k is not None:
+        options["top_k"] = args.top_k
+    if task in ("image-to-text", "visual-question-answering"):
+        if args.max_new_tokens is not None:
+            options["max_new_tokens"] = args.max_new_tokens
+        if args.num_beams is not None:
+            options["num_beams"] = args.num_beams
+    return options
+
+
+def _describe(result: Any) -> str:
+    from lmt.results import Classification, Detections, Embedding, GeneratedText, Segmentation
+
+    if isinstance(result, Classification):
+        return "\n".join(f"{p.score:8.4f}  {p.label}" for p in result.predictions)
+    if isinstance(result, Detections):
+        lines = [f"{len(result)} detections"]
+        lines += [f"{d.score:8.4f}  {d.label:<20} box={tuple(round(v, 1) for v in d.box)}" for d in result]
+        return "\n".join(lines)
+    if isinstance(result, Segmentation):
+        lines = [f"{len(result)} masks"]
+        lines += [f"{m.score:8.4f}  area={m.area} px  box={tuple(round(v) for v in m.box)}" for m in result]
+        return "\n".join(lines)
+    if isinstance(result, GeneratedText):
+        return result.text if result.prompt is None else f"Q: {result.prompt}\nA: {result.text}"
+    if isinstance(result, Embedding):
+        return f"embedding dim={result.dim}: [{', '.join(f'{v:.4f}' for v in result.vector[:8])}, ...]"
+    return repr(result)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from lmt.tasks import pipeline
+
+    options = _task_arguments(args)
+    task = pipeline(
+        args.task,
+        args.model,
+        weights="tiny" if args.tiny else "real",
+        revision=args.revision,
+        device=args.device,
+        dtype=args.dtype,
+        adapter=args.adapter,
+        adapter_revision=args.adapter_revision,
+    )
+    images = args.image
+    results = task(images if len(images) > 1 else images[0], **options)
+    results = results if isinstance(results, list) else [results]
+    if args.json:
+        document = {
+            "task": args.task,
+            "model": task.loaded.name,
+            "weights": task.loaded.weights,
+            "results": [{"image": image, **result.to_dict()} for image, result in zip(images, results, strict=True)],
+        }
+        print(json.dumps(document, ensure_ascii=False))
+    else:
+        for image, result in zip(images, results, strict=True):
+            print(f"== {image} ({task.loaded.name}, {task.loaded.weights} weights)")
+            print(_describe(result))
+    return 0
+
+
+# ---- the parser ----------------------------------------------------------------------------------------------------
+#: Sub-commands, in the order `lmt --help` lists them. Later features append their own add_*_parser here.
+COMMANDS: list[Callable[[Any], None]] = [add_models_parser, add_predict_parser, add_env_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lmt import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="lmt",
+        description="Large-Model-Tutorial: vision large models from the command line (大模型教程命令行工具).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"lmt {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add_parser in COMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.run(args)
+    except LmtError as err:
+        if getattr(args, "json", False):
+            print(json.dumps(err.to_dict(), ensure_ascii=False))
+        print(f"error: {err.bilingual()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

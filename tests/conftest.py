@@ -1,0 +1,37 @@
+"""Test-wide settings: offline Hub, no gradio analytics, tiny variants in one shared folder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Set before anything imports huggingface_hub/gradio: both read these at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One folder for every xdist worker, so each tiny variant is built once per machine (builds are file-locked).
+os.environ.setdefault("LMT_HOME", str(Path(tempfile.gettempdir()) / f"lmt-test-home-{os.getuid()}"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "images"
+
+
+@pytest.fixture(scope="session")
+def rgb_image() -> Image.Image:
+    """A deterministic 60x50 noise image."""
+    return Image.fromarray((np.random.RandomState(0).rand(50, 60, 3) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def other_image() -> Image.Image:
+    return Image.fromarray((np.random.RandomState(1).rand(40, 70, 3) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def cat_path() -> Path:
+    return EXAMPLES / "cat.png"
