@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 #: Words that get whole-word tokens: prompt templates, our example labels and queries.
-WORDS = (
+WORDS = (  # noqa: SIM905 (one readable block of words)
     "a an the of and or in on at to is are this that with photo picture image question answer "
     "cat cats dog dogs car cars bus truck motorcycle bicycle person people bird horse tree sky road "
     "red green blue yellow black white small large one two three what how many where color "

@@ -6,23 +6,21 @@ from pathlib import Path
 
 from lmt.registry import Checkpoint, ModelFamily, register_family
 
-#: Labels of the tiny variant's classification head.
-TINY_LABELS = ("cat", "dog", "car", "bird", "tree")
-
 _FEATURES = ("image-feature-extraction",)
 
 
 def build_tiny(folder: Path) -> None:
-    """A ~24k-parameter Dinov2ForImageClassification (32 px, 8 px patches, 5 labels) and a Bit image processor.
+    """An ~82k-parameter Dinov2ForImageClassification (32 px, 8 px patches, 5 labels) and its processor.
 
     It carries a head so that one folder serves both tasks: ``Dinov2Model.from_pretrained`` drops the head.
     """
     import torch
     from transformers import BitImageProcessorPil, Dinov2Config, Dinov2ForImageClassification
 
+    labels = ("cat", "dog", "car", "bird", "tree")
     config = Dinov2Config(
-        hidden_size=32, mlp_ratio=2, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8,
-        id2label=dict(enumerate(TINY_LABELS)), label2id={label: i for i, label in enumerate(TINY_LABELS)},
+        hidden_size=64, mlp_ratio=2, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8,
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
     )
     torch.manual_seed(0)
     model = Dinov2ForImageClassification(config).eval()
@@ -45,10 +43,10 @@ DINOV2 = register_family(
             "image-classification": "Dinov2ForImageClassification",
         },
         checkpoints=(
-            Checkpoint("dinov2-small", "facebook/dinov2-small", "ViT-S/14, 22M params, 224 px, backbone only", _FEATURES),
-            Checkpoint("dinov2-base", "facebook/dinov2-base", "ViT-B/14, 86M params, 224 px, backbone only", _FEATURES),
-            Checkpoint("dinov2-large", "facebook/dinov2-large", "ViT-L/14, 304M params, 224 px, backbone only", _FEATURES),
-            Checkpoint("dinov2-giant", "facebook/dinov2-giant", "ViT-g/14, 1.1B params, 224 px, backbone only", _FEATURES),
+            Checkpoint("dinov2-small", "facebook/dinov2-small", "ViT-S/14, 22M params, 224 px, no head", _FEATURES),
+            Checkpoint("dinov2-base", "facebook/dinov2-base", "ViT-B/14, 86M params, 224 px, no head", _FEATURES),
+            Checkpoint("dinov2-large", "facebook/dinov2-large", "ViT-L/14, 304M params, 224 px, no head", _FEATURES),
+            Checkpoint("dinov2-giant", "facebook/dinov2-giant", "ViT-g/14, 1.1B params, 224 px, no head", _FEATURES),
             Checkpoint(
                 "dinov2-small-imagenet1k", "facebook/dinov2-small-imagenet1k-1-layer",
                 "ViT-S/14, 22M params, 224 px, with a linear ImageNet-1k head",

@@ -8,7 +8,7 @@ from lmt.registry import Checkpoint, ModelFamily, register_family
 
 
 def build_tiny(folder: Path) -> None:
-    """A ~100k-parameter Owlv2ForObjectDetection (64 px, 8 px patches: 64 boxes) and an Owlv2Processor.
+    """A ~67k-parameter Owlv2ForObjectDetection (64 px, 8 px patches: 64 boxes) and an Owlv2Processor.
 
     OWL's box and class heads work on the text embeddings directly, so ``projection_dim`` must equal the text
     ``hidden_size``. Queries are padded to 16 tokens, as in the real checkpoints.
@@ -32,6 +32,10 @@ def build_tiny(folder: Path) -> None:
             "image_size": 64, "patch_size": 8,
         },
         projection_dim=32,
+        # The top-level config has no initializer_range, so the box/class heads get std 1.0 (from
+        # initializer_factor) and saturate: zero-size boxes, scores of exactly 0 or 1. 0.1 gives grid-like
+        # boxes and scores of 0.1-0.8.
+        initializer_range=0.1,
     )
     torch.manual_seed(0)
     model = Owlv2ForObjectDetection(config).eval()
@@ -50,14 +54,14 @@ OWLV2 = register_family(
         model_classes={"zero-shot-object-detection": "Owlv2ForObjectDetection"},
         checkpoints=(
             Checkpoint(
-                "owlv2-b16", "google/owlv2-base-patch16-ensemble", "ViT-B/16, 155M params, 960 px, self-trained ensemble"
+                "owlv2-b16", "google/owlv2-base-patch16-ensemble", "ViT-B/16, 155M params, 960 px, weight ensemble"
             ),
             Checkpoint(
                 "owlv2-b16-finetuned", "google/owlv2-base-patch16-finetuned",
                 "ViT-B/16, 155M params, 960 px, fine-tuned on detection data",
             ),
             Checkpoint(
-                "owlv2-l14", "google/owlv2-large-patch14-ensemble", "ViT-L/14, 438M params, 1008 px, most accurate"
+                "owlv2-l14", "google/owlv2-large-patch14-ensemble", "ViT-L/14, 438M params, 1008 px, best"
             ),
         ),
         build_tiny=build_tiny,

@@ -8,7 +8,7 @@ from lmt.registry import Checkpoint, ModelFamily, register_family
 
 
 def build_tiny(folder: Path) -> None:
-    """A ~100k-parameter OwlViTForObjectDetection (64 px, 8 px patches: 64 boxes) and an OwlViTProcessor.
+    """A ~65k-parameter OwlViTForObjectDetection (64 px, 8 px patches: 64 boxes) and an OwlViTProcessor.
 
     OWL's box and class heads work on the text embeddings directly, so ``projection_dim`` must equal the text
     ``hidden_size``. Queries are padded to 16 tokens, as in the real checkpoints.
@@ -32,11 +32,17 @@ def build_tiny(folder: Path) -> None:
             "image_size": 64, "patch_size": 8,
         },
         projection_dim=32,
+        # The top-level config has no initializer_range, so the box/class heads get std 1.0 (from
+        # initializer_factor) and saturate: zero-size boxes, scores of exactly 0 or 1. 0.1 gives grid-like
+        # boxes and scores of 0.1-0.8.
+        initializer_range=0.1,
     )
     torch.manual_seed(0)
     model = OwlViTForObjectDetection(config).eval()
     # As google/owlvit-*: resize (no padding, unlike OWLv2) then centre crop to the model's input size.
-    image_processor = OwlViTImageProcessorPil(size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64})
+    image_processor = OwlViTImageProcessorPil(
+        size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64}
+    )
     processor = OwlViTProcessor(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)
@@ -51,7 +57,7 @@ OWLVIT = register_family(
         checkpoints=(
             Checkpoint("owlvit-b32", "google/owlvit-base-patch32", "ViT-B/32, 153M params, 768 px, fastest"),
             Checkpoint("owlvit-b16", "google/owlvit-base-patch16", "ViT-B/16, 153M params, 768 px"),
-            Checkpoint("owlvit-l14", "google/owlvit-large-patch14", "ViT-L/14, 433M params, 840 px, most accurate"),
+            Checkpoint("owlvit-l14", "google/owlvit-large-patch14", "ViT-L/14, 433M params, 840 px, best"),
         ),
         build_tiny=build_tiny,
         processor_class="OwlViTProcessor",

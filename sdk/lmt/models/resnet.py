@@ -6,12 +6,9 @@ from pathlib import Path
 
 from lmt.registry import Checkpoint, ModelFamily, register_family
 
-#: Labels of the tiny variant's classification head.
-TINY_LABELS = ("cat", "dog", "car", "bird", "tree")
-
 
 def build_tiny(folder: Path) -> None:
-    """A ~40k-parameter bottleneck ResNetForImageClassification (5 labels) and a 32 px ConvNext image processor.
+    """A ~36k-parameter bottleneck ResNetForImageClassification (5 labels) and a 32 px image processor.
 
     microsoft/resnet-50 ships a ``ConvNextImageProcessor`` (resize to size/crop_pct, centre crop), so the tiny
     variant does too.
@@ -19,9 +16,10 @@ def build_tiny(folder: Path) -> None:
     import torch
     from transformers import ConvNextImageProcessorPil, ResNetConfig, ResNetForImageClassification
 
+    labels = ("cat", "dog", "car", "bird", "tree")
     config = ResNetConfig(
-        embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="bottleneck",
-        id2label=dict(enumerate(TINY_LABELS)), label2id={label: i for i, label in enumerate(TINY_LABELS)},
+        embedding_size=32, hidden_sizes=[64, 128], depths=[1, 1], layer_type="bottleneck",
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
     )
     torch.manual_seed(0)
     model = ResNetForImageClassification(config).eval()
@@ -38,7 +36,7 @@ RESNET = register_family(
         model_classes={"image-classification": "ResNetForImageClassification"},
         checkpoints=(
             Checkpoint("resnet-50", "microsoft/resnet-50", "ResNet-50, 25.6M params, 224 px, ImageNet-1k"),
-            Checkpoint("resnet-18", "microsoft/resnet-18", "ResNet-18, 11.7M params, 224 px, smallest and fastest"),
+            Checkpoint("resnet-18", "microsoft/resnet-18", "ResNet-18, 11.7M params, 224 px, fastest"),
             Checkpoint("resnet-101", "microsoft/resnet-101", "ResNet-101, 44.5M params, 224 px, most accurate"),
         ),
         build_tiny=build_tiny,

@@ -6,13 +6,9 @@ from pathlib import Path
 
 from lmt.registry import Checkpoint, ModelFamily, register_family
 
-#: The tiny variant's input side and patch size: a 8x8 image embedding and 32x32 low-res masks.
-TINY_IMAGE_SIZE = 64
-TINY_PATCH_SIZE = 8
-
 
 def build_tiny(folder: Path) -> None:
-    """A ~100k-parameter SamModel (64 px input, 8x8 image embedding) and a SamProcessor sized to match.
+    """A ~77k-parameter SamModel (64 px input, 8x8 image embedding) and a SamProcessor sized to match.
 
     The vision neck, the positional embedding (2 x ``num_pos_feats``), the prompt encoder and the mask decoder
     must share one width; the mask decoder upsamples the image embedding 4x, so masks are 32 px here
@@ -21,19 +17,18 @@ def build_tiny(folder: Path) -> None:
     import torch
     from transformers import SamConfig, SamImageProcessorPil, SamModel, SamProcessor
 
-    width = 32
-    embedding_side = TINY_IMAGE_SIZE // TINY_PATCH_SIZE
-    mask_side = 4 * embedding_side
+    image_size, patch_size, width = 64, 8, 32
+    mask_side = 4 * (image_size // patch_size)
     config = SamConfig(
         vision_config={
             "hidden_size": 32, "output_channels": width, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "image_size": TINY_IMAGE_SIZE, "patch_size": TINY_PATCH_SIZE, "mlp_dim": 64,
+            "image_size": image_size, "patch_size": patch_size, "mlp_dim": 64,
             "window_size": 4, "global_attn_indexes": [1], "num_pos_feats": width // 2,
             # The default (1e-10) leaves a random encoder outputting all-zero embeddings.
             "initializer_range": 0.02,
         },
         prompt_encoder_config={
-            "hidden_size": width, "image_size": TINY_IMAGE_SIZE, "patch_size": TINY_PATCH_SIZE,
+            "hidden_size": width, "image_size": image_size, "patch_size": patch_size,
             "mask_input_channels": 8,
         },
         mask_decoder_config={
@@ -42,12 +37,12 @@ def build_tiny(folder: Path) -> None:
         },
         # With the default 0.02 a 32-wide decoder gives mask logits of ~1e-5, so every stability score is 0
         # and automatic mask generation keeps nothing; 0.3 gives logits of a few units, like the real model.
-        initializer_range=0.3,
+        initializer_range=0.4,
     )
     torch.manual_seed(0)
     model = SamModel(config).eval()
     image_processor = SamImageProcessorPil(
-        size={"longest_edge": TINY_IMAGE_SIZE}, pad_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
+        size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size},
         mask_size={"longest_edge": mask_side}, mask_pad_size={"height": mask_side, "width": mask_side},
     )
     processor = SamProcessor(image_processor=image_processor)
@@ -58,13 +53,13 @@ def build_tiny(folder: Path) -> None:
 SAM = register_family(
     ModelFamily(
         name="sam",
-        description="Meta Segment Anything: promptable masks from points or boxes, and automatic mask generation",
+        description="Meta Segment Anything: masks from point or box prompts, and automatic mask generation",
         model_types=("sam",),
         model_classes={"mask-generation": "SamModel"},
         checkpoints=(
             Checkpoint("sam-vit-base", "facebook/sam-vit-base", "ViT-B encoder, 94M params, 1024 px, fastest"),
             Checkpoint("sam-vit-large", "facebook/sam-vit-large", "ViT-L encoder, 312M params, 1024 px"),
-            Checkpoint("sam-vit-huge", "facebook/sam-vit-huge", "ViT-H encoder, 641M params, 1024 px, most accurate"),
+            Checkpoint("sam-vit-huge", "facebook/sam-vit-huge", "ViT-H encoder, 641M params, 1024 px, best"),
         ),
         build_tiny=build_tiny,
         processor_class="SamProcessor",

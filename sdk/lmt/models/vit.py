@@ -6,19 +6,17 @@ from pathlib import Path
 
 from lmt.registry import Checkpoint, ModelFamily, register_family
 
-#: Labels of the tiny variant's classification head.
-TINY_LABELS = ("cat", "dog", "car", "bird", "tree")
-
 
 def build_tiny(folder: Path) -> None:
-    """A ~21k-parameter ViTForImageClassification (32 px, 8 px patches, 5 labels) and its image processor."""
+    """An ~81k-parameter ViTForImageClassification (32 px, 8 px patches, 5 labels) and its image processor."""
     import torch
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
+    labels = ("cat", "dog", "car", "bird", "tree")
     config = ViTConfig(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         image_size=32, patch_size=8,
-        id2label=dict(enumerate(TINY_LABELS)), label2id={label: i for i, label in enumerate(TINY_LABELS)},
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
     )
     torch.manual_seed(0)
     model = ViTForImageClassification(config).eval()
@@ -38,8 +36,8 @@ VIT = register_family(
         },
         checkpoints=(
             Checkpoint("vit-b16", "google/vit-base-patch16-224", "ViT-B/16, 86M params, 224 px, ImageNet-1k"),
-            Checkpoint("vit-b16-384", "google/vit-base-patch16-384", "ViT-B/16, 86M params, 384 px, ImageNet-1k"),
-            Checkpoint("vit-l16", "google/vit-large-patch16-224", "ViT-L/16, 304M params, 224 px, ImageNet-1k"),
+            Checkpoint("vit-b16-384", "google/vit-base-patch16-384", "ViT-B/16, 86M params, 384 px, finer"),
+            Checkpoint("vit-l16", "google/vit-large-patch16-224", "ViT-L/16, 304M params, 224 px, larger"),
         ),
         build_tiny=build_tiny,
         processor_class="AutoImageProcessor",

@@ -89,10 +89,10 @@ class MaskGeneration(Task):
         """Run prompt encoder + mask decoder; returns low-res mask logits and IoU scores."""
         import torch
 
+        # Coordinates stay float64, as SamProcessor returns them: the prompt encoder normalises them in that
+        # precision and casts to the model's dtype itself.
         tensors = {
-            name: torch.as_tensor(value, dtype=torch.long if name == "input_labels" else self.loaded.dtype).to(
-                self.device
-            )
+            name: torch.as_tensor(value, dtype=torch.long if name == "input_labels" else torch.float64).to(self.device)
             for name, value in prompts.items()
             if value is not None
         }
