@@ -65,20 +65,21 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     available = available_devices()
     if requested is None or str(requested) == "auto":
         return torch.device(available[0])
-    requested_device = torch.device(requested) if not isinstance(requested, torch.device) else requested
-    if requested_device.type not in available:
+    # the type is read from the string: torch.device("npu") itself fails unless torch_npu is imported
+    requested_type = requested.type if isinstance(requested, torch.device) else str(requested).split(":")[0]
+    if requested_type not in available:
         hints = {
             "cuda": "install a CUDA build of torch and check nvidia-smi",
             "npu": "install torch-npu with the Ascend CANN toolkit (pip install 'large-model-tutorial[npu]')",
             "mps": "MPS needs Apple silicon and macOS 12.3+",
         }
-        hint = hints.get(requested_device.type, "use one of the available devices")
+        hint = hints.get(requested_type, "use one of the available devices")
         raise UnsupportedDeviceError(
             f"Device '{requested}' is not available here (available: {', '.join(available)}). "
             f"To use it, {hint}; or pass device='cpu' / --device cpu.",
             f"设备 '{requested}' 在本机不可用（可用：{', '.join(available)}）。请改用 --device cpu，或安装相应驱动与框架。",
         )
-    return requested_device
+    return torch.device(requested)
 
 
 def resolve_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:

@@ -356,7 +356,7 @@ def load(
         resolved.source, revision, model_cls_name, str(torch_device), str(torch_dtype), adapter, adapter_revision,
         trust_remote_code,
     )
-    return (cache or MODEL_CACHE).get_or_load(
+    return (cache if cache is not None else MODEL_CACHE).get_or_load(
         key,
         lambda: _load_uncached(
             resolved, task, revision, torch_device, torch_dtype, adapter, adapter_revision, trust_remote_code

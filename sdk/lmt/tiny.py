@@ -34,12 +34,16 @@ def lmt_home() -> Path:
 
 
 def _builder_hash(family_name: str) -> str:
+    """Hash of what decides a tiny variant's files: its family module, the offline tokenizers, transformers."""
+    from lmt.models import _offline_tokenizers
+
     family = get_family(family_name)
     try:
         transformers_version = version("transformers")
     except PackageNotFoundError:
         transformers_version = "?"
-    source = inspect.getsource(family.build_tiny) + transformers_version
+    family_module = inspect.getmodule(family.build_tiny)
+    source = inspect.getsource(family_module) + inspect.getsource(_offline_tokenizers) + transformers_version
     return hashlib.sha256(source.encode()).hexdigest()[:10]
 
 
