@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageFile
+
 from lmt.errors import InvalidImageError, InvalidInputError
 from lmt.images import (
     DEFAULT_MAX_BYTES,
@@ -23,7 +25,6 @@ from lmt.images import (
     load_image,
     load_images,
 )
-from PIL import Image, ImageFile
 
 # ----------------------------------------------------------------------------------------------- helpers
 

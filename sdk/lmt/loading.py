@@ -31,9 +31,9 @@ from lmt.lru import LRUCache
 from lmt.registry import (
     TASKS,
     ModelFamily,
+    families,
     family_for_hub_id,
     family_for_model_type,
-    families,
     lookup_checkpoint,
     suggest,
 )

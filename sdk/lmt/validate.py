@@ -74,7 +74,7 @@ def check_template(template: str) -> str:
     if not isinstance(template, str) or template.count("{}") != 1:
         raise InvalidInputError(
             f"The prompt template must contain '{{}}' exactly once, e.g. 'a photo of a {{}}.'; got {template!r:.80}.",
-            f"提示模板必须恰好包含一个 '{{}}'，例如 'a photo of a {{}}.'。",
+            "提示模板必须恰好包含一个 '{}'，例如 'a photo of a {}.'。",
         )
     if len(template) > MAX_LABEL_CHARS:
         raise InvalidInputError(
