@@ -186,7 +186,7 @@ def _weights_unavailable(source: str, revision: str | None, reason: BaseExceptio
     )
 
 
-def _model_class(resolved: _Resolved, task: str | None, revision: str | None, trust_remote_code: bool) -> Any:
+def _model_class(resolved: _Resolved, task: str | None) -> Any:
     import transformers
 
     if task is not None and task not in TASKS:
@@ -215,7 +215,7 @@ def _load_uncached(
 ) -> LoadedModel:
     import transformers
 
-    model_cls = _model_class(resolved, task, revision, trust_remote_code)
+    model_cls = _model_class(resolved, task)
     processor_cls_name = resolved.family.processor_class if resolved.family is not None else "AutoProcessor"
     processor_cls = getattr(transformers, processor_cls_name)
     hub_revision = None if resolved.is_local else revision
@@ -351,7 +351,7 @@ def load(
     resolved = resolve(model, weights)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(torch_device, dtype)
-    model_cls_name = _model_class(resolved, task, revision, trust_remote_code).__name__
+    model_cls_name = _model_class(resolved, task).__name__
     key = (
         resolved.source, revision, model_cls_name, str(torch_device), str(torch_dtype), adapter, adapter_revision,
         trust_remote_code,
