@@ -1,0 +1,228 @@
+"""Shared Gradio pieces for the Spaces: bilingual errors, hardened inputs, the model picker, ZeroGPU, launch.
+
+Spaces stay thin: each ``spaces/<name>/app.py`` lays out its whole ``gr.Blocks`` and calls these helpers and the
+SDK's task calls. This module imports gradio, so only Spaces (and ``lmt space``/``lmt gallery``) import it.
+
+Hardening, in one place:
+
+- every event runs with ``preprocess=False`` where it takes an image, so that *our* validation
+  (:func:`lmt.load_image`: decodable, pixel limits, modes) decides, not gradio's PIL call that leaks temp paths;
+- handlers are wrapped by :func:`guard`: an :class:`~lmt.LmtError` becomes a ``gr.Error`` with the Chinese and
+  English messages; anything else is logged and shown as a generic bilingual message, never a traceback or path;
+- numbers and choices arriving from API clients are checked by the SDK's validators.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import gradio as gr
+
+from lmt.errors import InvalidInputError, LmtError
+from lmt.registry import list_models, lookup_checkpoint
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+TINY_SUFFIX = " (tiny)"
+#: Queue bounds shared by every Space: beyond ``QUEUE_MAX_SIZE`` waiting requests a client is told the Space is busy.
+QUEUE_MAX_SIZE = int(os.environ.get("LMT_QUEUE_MAX_SIZE", "16"))
+CONCURRENCY_LIMIT = int(os.environ.get("LMT_CONCURRENCY_LIMIT", "2"))
+MAX_TEXT_CHARS = 2000
+
+INTERNAL_ERROR = "服务器内部错误，请稍后重试。\nInternal error; please try again later."
+
+
+def text(zh: str, en: str) -> str:
+    """A bilingual label: Chinese first, then English."""
+    return f"{zh} / {en}"
+
+
+def guard(fn: F) -> F:
+    """Turn every failure of a Space handler into a clear, bilingual ``gr.Error`` with no traceback or path."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except LmtError as err:
+            raise gr.Error(err.bilingual(), print_exception=False) from None
+        except Exception:
+            logger.exception("unexpected error in %s", getattr(fn, "__name__", "handler"))
+            raise gr.Error(INTERNAL_ERROR, print_exception=False) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def gpu(duration: int = 60) -> Callable[[F], F]:
+    """``@spaces.GPU(duration=...)`` on Hugging Face ZeroGPU hardware; a no-op wherever ``spaces`` is absent."""
+    try:
+        import spaces
+    except ImportError:
+        return lambda fn: fn
+    return spaces.GPU(duration=duration)
+
+
+# ---- inputs ----------------------------------------------------------------------------------------------------
+def image_path(payload: Any, *, required: bool = True) -> str | None:
+    """The uploaded file's path from a raw (``preprocess=False``) ``gr.Image``/``gr.File`` payload.
+
+    The SDK then validates the file itself; gradio never decodes it.
+    """
+    if payload is None or payload == "":
+        if required:
+            raise InvalidInputError("Please upload an image first.", "请先上传一张图片。")
+        return None
+    if isinstance(payload, dict):
+        path = payload.get("path")
+    elif isinstance(payload, str):
+        path = payload
+    else:
+        path = None
+    if not isinstance(path, str) or not path:
+        raise InvalidInputError(
+            "The image upload is malformed; upload the file again.", "图片上传数据格式不正确，请重新上传。"
+        )
+    if path.startswith(("http://", "https://")):
+        raise InvalidInputError(
+            "Upload the image file itself; web addresses are not fetched by this Space.",
+            "请直接上传图片文件；本 Space 不会抓取网址。",
+        )
+    return path
+
+
+def gallery_paths(payload: Any) -> list[str]:
+    """File paths from a raw ``gr.File(file_count="multiple")`` or ``gr.Gallery`` payload."""
+    if not payload:
+        raise InvalidInputError("Please upload at least one gallery image.", "请至少上传一张图库图片。")
+    items = payload if isinstance(payload, list) else [payload]
+    paths = []
+    for item in items:
+        if isinstance(item, dict) and "image" in item:  # gr.Gallery items
+            item = item["image"]
+        path = image_path(item)
+        if path is not None:
+            paths.append(path)
+    if len(paths) > 200:
+        raise InvalidInputError(
+            f"{len(paths)} gallery images; at most 200 per request.", f"图库图片共 {len(paths)} 张，每次最多 200 张。"
+        )
+    return paths
+
+
+def number(value: Any, name: str, low: float, high: float, *, integer: bool = False) -> float | int:
+    """A number from the API, checked: strings like "NaN"/"Infinity", null, and out-of-range values are refused."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if len(value) < 40 else math.nan
+        except ValueError:
+            value = math.nan
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInputError(
+            f"{name} must be a number between {low:g} and {high:g}.", f"{name} 必须是 {low:g} 到 {high:g} 之间的数。"
+        )
+    if not low <= value <= high:
+        raise InvalidInputError(
+            f"{name} must be between {low:g} and {high:g}; got {value:g}.",
+            f"{name} 必须在 {low:g} 到 {high:g} 之间，收到的是 {value:g}。",
+        )
+    return int(round(value)) if integer else float(value)
+
+
+def short_text(value: Any, name: str, *, allow_empty: bool = False, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """Text from the UI or the API, checked for type and length (HTML is never rendered from it)."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{name} must be text.", f"{name} 必须是文本。")
+    if len(value) > max_chars:
+        raise InvalidInputError(
+            f"{name} is {len(value)} characters long; the limit is {max_chars}.",
+            f"{name} 长达 {len(value)} 个字符，上限为 {max_chars}。",
+        )
+    value = value.strip()
+    if not value and not allow_empty:
+        raise InvalidInputError(f"{name} is empty.", f"{name} 为空，请填写。")
+    return value
+
+
+# ---- the model picker -------------------------------------------------------------------------------------------
+def model_choices(task: str, *, tiny: bool, names: list[str] | None = None) -> list[str]:
+    """Dropdown choices: the real checkpoints for ``task``, then (with ``tiny``) the tiny variant."""
+    names = names or list_models(task=task)
+    choices = list(names)
+    if tiny:
+        choices = [names[0] + TINY_SUFFIX, *choices]
+    return choices
+
+
+def model_picker(task: str, *, tiny: bool, names: list[str] | None = None, **kwargs: Any) -> gr.Dropdown:
+    choices = model_choices(task, tiny=tiny, names=names)
+    return gr.Dropdown(
+        choices=choices, value=choices[0], label=text("模型", "Model"), allow_custom_value=False, **kwargs
+    )
+
+
+def adapter_box(**kwargs: Any) -> gr.Textbox:
+    return gr.Textbox(
+        label=text("LoRA 适配器（可选）", "LoRA adapter (optional)"),
+        placeholder="user/adapter 或 /path/to/adapter",
+        info=text("Hub id 或本地目录；留空则用基础模型", "Hub id or local folder; empty uses the base model"),
+        **kwargs,
+    )
+
+
+def pick_model(choice: Any, task: str, *, tiny_allowed: bool) -> tuple[str, str]:
+    """(model name, weights) for a dropdown value. Only listed models are accepted from API clients."""
+    if not isinstance(choice, str) or not choice:
+        raise InvalidInputError("Choose a model.", "请选择模型。")
+    weights = "real"
+    name = choice
+    if choice.endswith(TINY_SUFFIX):
+        if not tiny_allowed:
+            raise InvalidInputError(
+                "Tiny weights are only offered when the Space runs with --tiny.", "只有以 --tiny 启动时才提供 tiny 权重。"
+            )
+        name, weights = choice[: -len(TINY_SUFFIX)], "tiny"
+    if name not in list_models(task=task) or lookup_checkpoint(name) is None:
+        raise InvalidInputError(
+            f"'{choice[:80]}' is not one of this Space's models.", f"'{choice[:80]}' 不是本 Space 提供的模型。"
+        )
+    return name, weights
+
+
+def adapter_value(value: Any) -> str | None:
+    adapter = short_text(value, "adapter", allow_empty=True, max_chars=200)
+    return adapter or None
+
+
+# ---- launching --------------------------------------------------------------------------------------------------
+def configure_queue(demo: gr.Blocks) -> gr.Blocks:
+    """A bounded queue: a request beyond ``QUEUE_MAX_SIZE`` waiting ones gets a clear 'queue is full' answer."""
+    return demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
+
+
+def mcp_available() -> bool:
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+           **kwargs: Any) -> Any:
+    """Launch with the bounded queue, the MCP server where ``gradio[mcp]`` is installed, no analytics."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    configure_queue(demo)
+    return demo.launch(
+        server_name=host, server_port=port, share=share, mcp_server=mcp_available(), show_error=False, **kwargs
+    )
