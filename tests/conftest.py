@@ -35,3 +35,30 @@ def other_image() -> Image.Image:
 @pytest.fixture(scope="session")
 def cat_path() -> Path:
     return EXAMPLES / "cat.png"
+
+
+# ---- the tutorial runner's summary line (tests/test_tutorials.py leaves one counts file per doc) ----------------------
+def pytest_sessionstart(session):
+    """On the controller only: a fresh counts folder per session; xdist workers, started after this, inherit it."""
+    if not hasattr(session.config, "workerinput"):
+        os.environ["LMT_TUTORIAL_COUNTS_DIR"] = tempfile.mkdtemp(prefix=f"lmt-tutorial-counts-{os.getuid()}-")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """``tutorials: N docs, N code blocks executed, N marked (...), N lmt commands run``, summed over workers."""
+    import json
+    import shutil
+
+    folder = os.environ.get("LMT_TUTORIAL_COUNTS_DIR")
+    if hasattr(config, "workerinput") or not folder:
+        return
+    totals = {"docs": 0, "blocks_executed": 0, "blocks_marked": 0, "commands_run": 0}
+    for path in sorted(Path(folder).glob("*.json")):
+        for key, value in json.loads(path.read_text()).items():
+            totals[key] = totals.get(key, 0) + value
+    if totals["docs"]:
+        terminalreporter.write_line(
+            f"tutorials: {totals['docs']} docs, {totals['blocks_executed']} code blocks executed, "
+            f"{totals['blocks_marked']} marked (needs-real-weights/needs-gpu), {totals['commands_run']} lmt commands run"
+        )
+    shutil.rmtree(folder, ignore_errors=True)

@@ -64,10 +64,10 @@ class MissingDependencyError(LmtError, ImportError):
     """An optional back-end (peft, onnxruntime, gradio, torch_npu ...) is needed and not installed."""
 
 
-def missing_dependency(package: str, extra: str, purpose: str) -> MissingDependencyError:
+def missing_dependency(package: str, extra: str, purpose: str, purpose_zh: str) -> MissingDependencyError:
     """The error for an optional package that is not installed, naming the extra that brings it."""
     return MissingDependencyError(
         f"{purpose} needs the '{package}' package, which is not installed. "
         f"Install it with: pip install 'large-model-tutorial[{extra}]'",
-        f"{purpose}需要安装 '{package}' 包。请运行：pip install 'large-model-tutorial[{extra}]'",
+        f"{purpose_zh}需要安装 '{package}' 包。请运行：pip install 'large-model-tutorial[{extra}]'",
     )

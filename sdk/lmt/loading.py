@@ -34,6 +34,7 @@ from lmt.registry import (
     families,
     family_for_hub_id,
     family_for_model_type,
+    list_models,
     lookup_checkpoint,
     suggest,
 )
@@ -119,7 +120,7 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
 
 
-def resolve(model: str, weights: Weights = "real") -> _Resolved:
+def resolve(model: str, weights: Weights = "real", task: str | None = None) -> _Resolved:
     """Turn what the user typed into a source to load: a Hub id or a local folder, and its family."""
     from lmt.tiny import tiny_model_path
 
@@ -139,6 +140,14 @@ def resolve(model: str, weights: Weights = "real") -> _Resolved:
         found = (family_by_name, family_by_name.default_checkpoint)
     if found is not None:
         family, checkpoint = found
+        if task is not None and checkpoint.tasks is not None and task not in checkpoint.tasks:
+            others = ", ".join(list_models(f"{family.name}*", task=task)) or "none"
+            raise UnsupportedTaskError(
+                f"'{checkpoint.name}' is not made for '{task}' (it runs: {', '.join(checkpoint.tasks)}); loading it "
+                f"would give an untrained head. Models of this family for '{task}': {others}.",
+                f"'{checkpoint.name}' 不适用于任务 '{task}'（它支持：{', '.join(checkpoint.tasks)}），强行加载会得到未训练的"
+                f"输出头。该模型族中适用的模型：{others}。",
+            )
         if weights == "tiny":
             return _Resolved(checkpoint.name, str(tiny_model_path(family.name)), "tiny", family, True)
         return _Resolved(checkpoint.name, checkpoint.hub_id, "real", family, False)
@@ -270,7 +279,7 @@ def _apply_adapter(model: Any, adapter: str, adapter_revision: str | None) -> An
     try:
         from peft import PeftModel
     except ImportError as exc:
-        raise missing_dependency("peft", "train", "Loading a LoRA adapter") from exc
+        raise missing_dependency("peft", "train", "Loading a LoRA adapter", "加载 LoRA 适配器") from exc
     local = Path(adapter).expanduser()
     source = str(local) if local.is_dir() else adapter
     try:
@@ -348,7 +357,7 @@ def load(
     """
     from lmt.device import resolve_device, resolve_dtype
 
-    resolved = resolve(model, weights)
+    resolved = resolve(model, weights, task)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(torch_device, dtype)
     model_cls_name = _model_class(resolved, task).__name__

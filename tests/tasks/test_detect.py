@@ -22,7 +22,7 @@ def detect(request):
 def test_detection_matches_pipeline_per_query(detect, rgb_image):
     reference = hf_pipeline("zero-shot-object-detection", model=detect.loaded.source)
     threshold = 0.0  # tiny random weights score low; keep every box so the comparison covers all of them
-    ours = detect(rgb_image, queries=QUERIES, threshold=threshold, nms_threshold=None)
+    ours = detect(rgb_image, queries=QUERIES, threshold=threshold, nms_threshold=None, clip_boxes=False)
     theirs = reference(rgb_image, candidate_labels=QUERIES, threshold=threshold)
     assert len(ours) == len(theirs) > 0
     # the pipeline truncates boxes to ints; compare multisets of (label, rounded score, int box)
@@ -109,3 +109,20 @@ def test_nms_matches_greedy_reference():
     groups = torch.tensor([0, 1, 0, 0, 1])
     assert sorted(batched_nms(boxes, scores, groups, 0.5).tolist()) == [1, 2, 3, 4]
     assert nms(torch.zeros((0, 4)), torch.zeros(0), 0.5).tolist() == []
+
+
+def test_boxes_are_clipped_to_the_image_by_default(detect):
+    from PIL import Image
+
+    wide = Image.open("examples/images/street.png").convert("RGB")  # 480x320: OWLv2 pads it to a square
+    raw = detect(wide, queries=QUERIES, threshold=0.0, nms_threshold=None, clip_boxes=False)
+    clipped = detect(wide, queries=QUERIES, threshold=0.0, nms_threshold=None)
+    assert len(raw) == len(clipped)
+    for d in clipped:
+        x0, y0, x1, y1 = d.box
+        assert 0 <= x0 <= x1 <= wide.width and 0 <= y0 <= y1 <= wide.height
+
+
+def test_checkpoint_tasks_are_enforced():
+    with pytest.raises(lmt.UnsupportedTaskError, match="dinov2-small-imagenet1k"):
+        lmt.pipeline("image-classification", model="dinov2-small", weights="tiny")

@@ -24,7 +24,9 @@ class ZeroShotObjectDetection(Task):
     """Find objects named by free-text ``queries``.
 
     ``threshold`` keeps boxes whose score is above it; ``nms_threshold`` (IoU) suppresses overlapping boxes of the
-    same label (``None`` keeps them all, as the transformers pipeline does).
+    same label (``None`` keeps them all, as the transformers pipeline does). OWLv2 sees images padded to a square,
+    so its raw boxes can reach into the padding; ``clip_boxes`` (default) clips them to the image, as downstream
+    code (SAM box prompts, drawing, counting in zones) expects.
 
     >>> detect = ZeroShotObjectDetection("owlv2-b16", weights="tiny")
     >>> result = detect("examples/images/street.png", queries=["car", "person"], threshold=0.0, top_k=3)
@@ -60,6 +62,7 @@ class ZeroShotObjectDetection(Task):
         threshold: float = 0.1,
         nms_threshold: float | None = 0.3,
         top_k: int | None = None,
+        clip_boxes: bool = True,
     ) -> Detections | list[Detections]:
         import torch
 
@@ -94,6 +97,9 @@ class ZeroShotObjectDetection(Task):
                 found = []
                 for query, outputs in zip(queries, per_query, strict=True):
                     scores, query_boxes = outputs[index]["scores"], outputs[index]["boxes"]
+                    if clip_boxes:
+                        limits = torch.tensor([img.width, img.height, img.width, img.height], dtype=query_boxes.dtype)
+                        query_boxes = torch.minimum(query_boxes.clamp(min=0), limits)
                     if nms_threshold is not None and len(scores) > 1:
                         keep = nms(query_boxes, scores, nms_threshold)
                         scores, query_boxes = scores[keep], query_boxes[keep]
