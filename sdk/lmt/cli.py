@@ -212,9 +212,53 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- lmt space / lmt gallery --------------------------------------------------------------------------------------
+def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tiny", action="store_true", help="offer the offline tiny variants in the model pickers")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+
+
+def add_space_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "space", help="run one Gradio Space", description="Run one Space from spaces/<name>/app.py."
+    )
+    parser.add_argument("name", help="the Space, e.g. clip, sam, owlv2 (see spaces/)")
+    _add_server_arguments(parser)
+    parser.set_defaults(run=run_space)
+
+
+def run_space(args: argparse.Namespace) -> int:
+    from lmt import ui
+    from lmt.ui.spaces import load_space
+
+    demo = load_space(args.name).build_demo(tiny=args.tiny)
+    ui.launch(demo, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+def add_gallery_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "gallery", help="run every Space as tabs of one app", description="Run every Space as tabs of one app."
+    )
+    _add_server_arguments(parser)
+    parser.set_defaults(run=run_gallery)
+
+
+def run_gallery(args: argparse.Namespace) -> int:
+    from lmt import ui
+    from lmt.ui.spaces import build_gallery
+
+    ui.launch(build_gallery(tiny=args.tiny), host=args.host, port=args.port, share=args.share)
+    return 0
+
+
 # ---- the parser ----------------------------------------------------------------------------------------------------
 #: Sub-commands, in the order `lmt --help` lists them. Later features append their own add_*_parser here.
-COMMANDS: list[Callable[[Any], None]] = [add_models_parser, add_predict_parser, add_env_parser]
+COMMANDS: list[Callable[[Any], None]] = [
+    add_models_parser, add_predict_parser, add_env_parser, add_space_parser, add_gallery_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ import gradio as gr
 import lmt
 from lmt import ui
 
+TITLE = "CLIP"
 TASK = "zero-shot-image-classification"
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 DEFAULT_TEMPLATE = "a photo of a {}."
