@@ -30,21 +30,34 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
+def _apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word: repeatedly merge the adjacent pair with the lowest rank."""
+    while len(symbols) > 1:
+        pairs = [(ranks.get(pair, len(ranks)), i) for i, pair in enumerate(zip(symbols, symbols[1:], strict=False))]
+        rank, i = min(pairs)
+        if rank == len(ranks):
+            break
+        symbols = [*symbols[:i], symbols[i] + symbols[i + 1], *symbols[i + 2 :]]
+    return symbols
+
+
 def _word_merges(words: tuple[str, ...], end_of_word: str) -> list[tuple[str, str]]:
-    """Left-to-right merges that turn each word into one token (optionally ending with ``end_of_word``)."""
-    merges: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
+    """Merges that turn each word into one token (optionally ending with ``end_of_word``).
+
+    BPE applies merges by global rank, so a merge learned for an earlier word ("at") can fire inside a later one
+    ("cat"); each word is therefore first split with the merges so far, and its pieces are then joined left to right.
+    """
+    ranks: dict[tuple[str, str], int] = {}
     for word in words:
         symbols = list(word)
         symbols[-1] += end_of_word
-        current = symbols[0]
-        for symbol in symbols[1:]:
-            pair = (current, symbol)
-            if pair not in seen:
-                seen.add(pair)
-                merges.append(pair)
-            current += symbol
-    return merges
+        pieces = _apply_merges(symbols, ranks)
+        current = pieces[0]
+        for piece in pieces[1:]:
+            if (current, piece) not in ranks:
+                ranks[(current, piece)] = len(ranks)
+            current += piece
+    return sorted(ranks, key=ranks.get)
 
 
 def build_clip_tokenizer(folder: Path | None = None):
