@@ -167,12 +167,18 @@ class MaskGeneration(Task):
         crop_boxes, grid_points, cropped_images, input_labels = image_processor.generate_crop_boxes(
             image, target_size, crops_n_layers, 512 / 1500, points_per_side, 1
         )
+        from tqdm.auto import tqdm
+
         all_rles, all_scores, all_boxes = [], [], []
+        n_points = grid_points.shape[1]
+        starts = range(0, n_points, points_per_batch)
+        progress = tqdm(total=len(cropped_images) * len(starts), desc="segment everything", unit="batch",
+                        disable=len(cropped_images) * len(starts) <= 2, leave=False)
         for crop_index, crop in enumerate(cropped_images):
             crop_image = crop if crops_n_layers == 0 else _to_pil(crop)
             embedding = self.image_embedding(image if crops_n_layers == 0 else crop_image)
-            n_points = grid_points.shape[1]
-            for start in range(0, n_points, points_per_batch):
+            for start in starts:
+                progress.update()
                 points = grid_points[:, start : start + points_per_batch, crop_index : crop_index + 1, :]
                 labels = input_labels[:, start : start + points_per_batch, crop_index : crop_index + 1]
                 low_res, iou_scores = self._decode(
@@ -192,6 +198,7 @@ class MaskGeneration(Task):
                 all_rles.extend(rles)
                 all_scores.append(scores)
                 all_boxes.append(boxes)
+        progress.close()
         if not all_rles:
             return Segmentation((), (image.width, image.height))
         scores = torch.cat(all_scores)
