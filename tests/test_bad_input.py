@@ -238,3 +238,16 @@ def test_list_with_one_bad_image_names_it(zero_shot, rgb_image, tmp_path):
     with pytest.raises(lmt.InvalidImageError) as info:
         zero_shot([rgb_image, str(path)], labels=["a", "b"])
     _assert_clear(info.value, "#2", "broken.jpg")
+
+
+def test_fractional_point_label_is_refused(segment, rgb_image):
+    with pytest.raises(lmt.InvalidInputError) as info:
+        segment(rgb_image, points=[(10, 10, 0.5)])
+    _assert_clear(info.value, "label")
+
+
+def test_prompt_longer_than_the_language_model_is_refused(vqa, rgb_image):
+    limit = vqa.model.config.text_config.max_position_embeddings
+    with pytest.raises(lmt.InvalidInputError) as info:
+        vqa(rgb_image, question="cat " * (limit + 10), max_new_tokens=4)
+    _assert_clear(info.value, "tokens", "max_new_tokens")

@@ -254,10 +254,98 @@ def run_gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- lmt spaces list / bundle / deploy -----------------------------------------------------------------------------
+SPACES_EPILOG = """examples:
+  lmt spaces list
+  lmt spaces bundle clip build/clip-space
+  lmt spaces deploy clip --repo alice/lmt-clip --dry-run
+  HF_TOKEN=hf_... lmt spaces deploy clip --repo alice/lmt-clip --private
+"""
+
+
+def add_spaces_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "spaces", help="list, bundle and deploy the Gradio Spaces",
+        description="List the Spaces, bundle one into a self-contained folder, or deploy it to Hugging Face.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SPACES_EPILOG,
+    )
+    commands = parser.add_subparsers(dest="spaces_command", metavar="SUBCOMMAND", required=True)
+    listing = commands.add_parser("list", help="list the Spaces", description="List the Spaces under spaces/.")
+    listing.add_argument("--json", action="store_true", help="print one JSON document")
+    listing.set_defaults(run=run_spaces_list)
+    bundle = commands.add_parser(
+        "bundle", help="write a self-contained Space folder",
+        description="Write app.py, README.md, examples/, the SDK as lmt/ and a pinned requirements.txt into DIR.",
+    )
+    bundle.add_argument("name", help="the Space, e.g. clip (see lmt spaces list)")
+    bundle.add_argument("dir", help="the folder to write; must be empty unless --force")
+    bundle.add_argument("--force", action="store_true", help="replace the contents of a non-empty DIR")
+    bundle.set_defaults(run=run_spaces_bundle)
+    deploy = commands.add_parser(
+        "deploy", help="bundle a Space and upload it to Hugging Face",
+        description="Bundle a Space and upload it to a Hugging Face Space repository (created if missing). "
+        "The token comes from HF_TOKEN or `hf auth login` and is never printed.",
+    )
+    deploy.add_argument("name", help="the Space, e.g. clip")
+    deploy.add_argument("--repo", required=True, metavar="USER/SPACE", help="the Space repository, e.g. alice/lmt-clip")
+    deploy.add_argument("--private", action="store_true", help="create the Space repository as private")
+    deploy.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; send nothing")
+    deploy.set_defaults(run=run_spaces_deploy)
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / 1024 / 1024:.1f} MB"
+
+
+def run_spaces_list(args: argparse.Namespace) -> int:
+    from lmt.spaces_paths import list_spaces, spaces_root
+
+    names = list_spaces()
+    if args.json:
+        print(json.dumps({"root": str(spaces_root()), "spaces": names}, ensure_ascii=False, indent=2))
+        return 0
+    for name in names:
+        print(name)
+    print(f"\n{len(names)} Spaces under {spaces_root()}. Run one with: lmt space <name> --tiny")
+    return 0
+
+
+def run_spaces_bundle(args: argparse.Namespace) -> int:
+    from lmt.bundle import bundle_files, bundle_space
+
+    folder = bundle_space(args.name, args.dir, force=args.force)
+    files = bundle_files(folder)
+    print(f"Bundled the '{args.name}' Space into {folder}: {len(files)} files, {_size(sum(s for _, s in files))}.")
+    print(f"Try it: cd {folder}, pip install -r requirements.txt and gradio at README.md's sdk_version, "
+          "then python app.py --tiny")
+    return 0
+
+
+def run_spaces_deploy(args: argparse.Namespace) -> int:
+    from lmt.bundle import deploy_space
+
+    deployment = deploy_space(args.name, args.repo, private=args.private, dry_run=args.dry_run)
+    if args.dry_run:
+        for path, size in deployment.files:
+            print(f"{_size(size):>10}  {path}")
+        print(
+            f"\nDry run: would upload {len(deployment.files)} files ({_size(deployment.total_bytes)}) to the Space "
+            f"'{deployment.repo_id}'. Nothing was sent."
+        )
+        return 0
+    print(f"Deployed the '{args.name}' Space: {deployment.url}")
+    return 0
+
+
 # ---- the parser ----------------------------------------------------------------------------------------------------
 #: Sub-commands, in the order `lmt --help` lists them. Later features append their own add_*_parser here.
 COMMANDS: list[Callable[[Any], None]] = [
     add_models_parser, add_predict_parser, add_env_parser, add_space_parser, add_gallery_parser,
+    add_spaces_parser,
 ]
 
 

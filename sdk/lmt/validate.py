@@ -152,19 +152,19 @@ def check_points(points: Any, image_size: tuple[int, int]) -> list[tuple[float, 
                 f"第 {index} 个点 {point!r:.60} 格式不对，应为 (x, y) 或 (x, y, label)。",
             )
         x, y = float(point[0]), float(point[1])
-        label = int(point[2]) if len(point) == 3 else 1
+        label = point[2] if len(point) == 3 else 1
         if not all(math.isfinite(v) for v in (x, y)) or not (0 <= x <= width and 0 <= y <= height):
             raise InvalidInputError(
                 f"Point #{index} ({x:g}, {y:g}) lies outside the {width}x{height} image. "
                 "Coordinates are pixels from the top-left corner.",
                 f"第 {index} 个点 ({x:g}, {y:g}) 超出了 {width}x{height} 的图像范围（坐标以左上角为原点，单位为像素）。",
             )
-        if label not in (0, 1):
+        if label not in (0, 1) or isinstance(label, bool):
             raise InvalidInputError(
                 f"Point #{index} has label {point[2]!r}; use 1 to include the spot, 0 to exclude it.",
                 f"第 {index} 个点的标签为 {point[2]!r}，请用 1 表示前景、0 表示背景。",
             )
-        checked.append((x, y, label))
+        checked.append((x, y, int(label)))
     return checked
 
 

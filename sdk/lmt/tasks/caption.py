@@ -23,6 +23,20 @@ class _Generator(Task):
         if tokenizer is not None:  # decoder-only language models need left padding to batch prompts
             tokenizer.padding_side = "left"
 
+    def _check_length(self, inputs: Any, max_new_tokens: int) -> None:
+        """Refuse prompts that, with the answer, would not fit the language model's positions."""
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        limit = getattr(text_config, "max_position_embeddings", None)
+        if limit is None or "input_ids" not in inputs:
+            return
+        needed = inputs["input_ids"].shape[1] + max_new_tokens
+        if needed > limit:
+            raise InvalidInputError(
+                f"The prompt and answer need {needed} tokens; this model handles {limit}. Shorten the question "
+                "(or the conversation history) or lower max_new_tokens.",
+                f"提示加回答需要 {needed} 个词元，该模型最多处理 {limit} 个。请缩短问题（或对话历史），或减小 max_new_tokens。",
+            )
+
     def _generate(
         self,
         images: list[Any],
@@ -55,6 +69,7 @@ class _Generator(Task):
             else:
                 text = [prompt or "" for prompt in batch_prompts]
                 inputs = self.processor(images=batch_images, text=text, return_tensors="pt", padding=True)
+            self._check_length(inputs, max_new_tokens)
             inputs = inputs.to(self.device)
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.loaded.dtype)

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import gradio as gr
+import numpy as np
+from PIL import Image
 
 from lmt.errors import InvalidInputError, LmtError
 from lmt.registry import list_models, lookup_checkpoint
@@ -91,10 +93,10 @@ def image_path(payload: Any, *, required: bool = True) -> str | None:
         raise InvalidInputError(
             "The image upload is malformed; upload the file again.", "图片上传数据格式不正确，请重新上传。"
         )
-    if path.startswith(("http://", "https://")):
+    if path.startswith(("http://", "https://")):  # gradio downloads URLs sent as files; a bare string is refused
         raise InvalidInputError(
-            "Upload the image file itself; web addresses are not fetched by this Space.",
-            "请直接上传图片文件；本 Space 不会抓取网址。",
+            "Upload the image file itself (or send it as a file); a bare web address is not an image.",
+            "请直接上传图片文件（或以文件形式发送）；单独的网址不是图片。",
         )
     return path
 
@@ -154,6 +156,48 @@ def short_text(value: Any, name: str, *, allow_empty: bool = False, max_chars: i
     return value
 
 
+def flag(value: Any, name: str) -> bool:
+    """A checkbox value from the API: only true/false are accepted (not "yes", 1 or null)."""
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{name} must be true or false.", f"{name} 必须是 true 或 false。")
+    return value
+
+
+# ---- outputs ----------------------------------------------------------------------------------------------------
+#: Longest side of the images a Space *shows*; the JSON results keep the original pixel coordinates.
+DISPLAY_MAX_SIDE = 1024
+
+
+def annotated_image(
+    image: Image.Image,
+    masks: Any = (),
+    boxes: Any = (),
+    *,
+    max_side: int = DISPLAY_MAX_SIDE,
+) -> tuple[Image.Image, list[tuple[Any, str]]]:
+    """A ``gr.AnnotatedImage`` value: ``image`` with ``(mask, label)``/``(box, label)`` pairs, at display size.
+
+    Masks are boolean (H, W) arrays and boxes (x0, y0, x1, y1) in the original image's pixels. Gradio turns every
+    annotation into a full-size float RGBA array and a PNG, so a 12-megapixel photo with 50 masks would cost
+    gigabytes and seconds; at most ``max_side`` pixels a side, it costs what a small image does.
+    """
+    scale = min(1.0, max_side / max(image.size))
+    if scale < 1.0:
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
+        )
+    annotations: list[tuple[Any, str]] = []
+    for mask, label in masks:
+        mask = np.asarray(mask, dtype=bool)
+        if scale < 1.0:
+            mask = np.asarray(Image.fromarray(mask).resize(image.size, Image.Resampling.NEAREST), dtype=bool)
+        annotations.append((mask, label))
+    for box, label in boxes:
+        x0, y0, x1, y1 = (round(float(v) * scale) for v in box)
+        annotations.append(((x0, y0, x1, y1), label))
+    return image, annotations
+
+
 # ---- the model picker -------------------------------------------------------------------------------------------
 def model_choices(task: str, *, tiny: bool, names: list[str] | None = None) -> list[str]:
     """Dropdown choices: the real checkpoints for ``task``, then (with ``tiny``) the tiny variant."""
@@ -180,8 +224,9 @@ def adapter_box(**kwargs: Any) -> gr.Textbox:
     )
 
 
-def pick_model(choice: Any, task: str, *, tiny_allowed: bool) -> tuple[str, str]:
-    """(model name, weights) for a dropdown value. Only listed models are accepted from API clients."""
+def pick_model(choice: Any, task: str, *, tiny_allowed: bool, names: list[str] | None = None) -> tuple[str, str]:
+    """(model name, weights) for a dropdown value. Only this Space's models (``names``, default: every model
+    for ``task``) are accepted from API clients."""
     if not isinstance(choice, str) or not choice:
         raise InvalidInputError("Choose a model.", "请选择模型。")
     weights = "real"
@@ -192,7 +237,9 @@ def pick_model(choice: Any, task: str, *, tiny_allowed: bool) -> tuple[str, str]
                 "Tiny weights are only offered when the Space runs with --tiny.", "只有以 --tiny 启动时才提供 tiny 权重。"
             )
         name, weights = choice[: -len(TINY_SUFFIX)], "tiny"
-    if name not in list_models(task=task) or lookup_checkpoint(name) is None:
+    allowed = names if names is not None else list_models(task=task)
+    offered = model_choices(task, tiny=tiny_allowed, names=allowed)
+    if choice not in offered or lookup_checkpoint(name) is None:
         raise InvalidInputError(
             f"'{choice[:80]}' is not one of this Space's models.", f"'{choice[:80]}' 不是本 Space 提供的模型。"
         )
@@ -200,8 +247,21 @@ def pick_model(choice: Any, task: str, *, tiny_allowed: bool) -> tuple[str, str]
 
 
 def adapter_value(value: Any) -> str | None:
+    """A LoRA adapter named by a visitor: a Hub id (``org/name``). Server folders are accepted only when the
+    operator sets ``LMT_SPACE_LOCAL_ADAPTERS=1``, so a public Space never reveals which folders exist."""
+    import re
+
     adapter = short_text(value, "adapter", allow_empty=True, max_chars=200)
-    return adapter or None
+    if not adapter:
+        return None
+    if os.environ.get("LMT_SPACE_LOCAL_ADAPTERS") == "1":
+        return adapter
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", adapter) or ".." in adapter:
+        raise InvalidInputError(
+            "Give the adapter as a Hugging Face Hub id such as 'user/my-lora'.",
+            "请以 Hugging Face Hub id 的形式填写适配器，例如 'user/my-lora'。",
+        )
+    return adapter
 
 
 # ---- launching --------------------------------------------------------------------------------------------------
@@ -220,9 +280,23 @@ def mcp_available() -> bool:
 
 def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
            **kwargs: Any) -> Any:
-    """Launch with the bounded queue, the MCP server where ``gradio[mcp]`` is installed, no analytics."""
+    """Launch with the bounded queue, the MCP server where ``gradio[mcp]`` is installed, no analytics.
+
+    ``GRADIO_SERVER_NAME`` and ``GRADIO_SERVER_PORT``, where set, win over ``host`` and ``port``: a Docker image or
+    a test picks the address without editing the Space's ``app.py``. With no port anywhere, gradio picks 7860 or
+    the next free one.
+    """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    host = os.environ.get("GRADIO_SERVER_NAME") or host
+    port_text = os.environ.get("GRADIO_SERVER_PORT")
+    if port_text:
+        if not port_text.strip().isdigit() or not 0 < int(port_text) < 65536:
+            raise InvalidInputError(
+                f"GRADIO_SERVER_PORT must be a port number (1-65535), not '{port_text[:20]}'.",
+                f"GRADIO_SERVER_PORT 必须是端口号（1-65535），而不是 '{port_text[:20]}'。",
+            )
+        port = int(port_text)
+    if port is not None:
+        kwargs["server_port"] = port
     configure_queue(demo)
-    return demo.launch(
-        server_name=host, server_port=port, share=share, mcp_server=mcp_available(), show_error=False, **kwargs
-    )
+    return demo.launch(server_name=host, share=share, mcp_server=mcp_available(), show_error=False, **kwargs)

@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
-from pathlib import Path
 from types import ModuleType
 
 import gradio as gr
 
 from lmt.errors import InvalidInputError
-
-
-def spaces_root() -> Path:
-    """``$LMT_SPACES_DIR``, else the repository's ``spaces/`` (editable install), else ``./spaces``."""
-    configured = os.environ.get("LMT_SPACES_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    repository = Path(__file__).resolve().parents[3] / "spaces"
-    if repository.is_dir():
-        return repository
-    return Path.cwd() / "spaces"
-
-
-def list_spaces() -> list[str]:
-    root = spaces_root()
-    if not root.is_dir():
-        return []
-    return sorted(p.parent.name for p in root.glob("*/app.py"))
+from lmt.spaces_paths import list_spaces, spaces_root
 
 
 def load_space(name: str) -> ModuleType:

@@ -1,0 +1,85 @@
+"""ResNet Space: ImageNet image classification with Microsoft's ResNet CNNs, optionally with a LoRA adapter.
+
+Run locally: ``lmt space resnet --tiny`` (offline tiny weights) or ``python app.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import gradio as gr
+
+import lmt
+from lmt import ui
+
+TITLE = "ResNet"
+TASK = "image-classification"
+MODELS = lmt.list_models("resnet*", task=TASK)
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+
+
+@ui.gpu(duration=60)
+@ui.guard
+def classify(image, top_k, model, adapter, tiny_allowed=False, progress=gr.Progress()):
+    """Classify an image into the ImageNet-1k classes with a ResNet convolutional network.
+
+    Args:
+        image: The image to classify (PNG, JPEG, WebP ...).
+        top_k: How many of the most likely classes to return (1-10).
+        model: A ResNet model from the list, e.g. "resnet-50".
+        adapter: Optional LoRA adapter (Hub id or folder) fine-tuned from that model; empty for the base model.
+
+    Returns:
+        The top classes with their probabilities, and the same as JSON.
+    """
+    path = ui.image_path(image)
+    k = ui.number(top_k, "top_k", 1, 10, integer=True)
+    name, weights = ui.pick_model(model, TASK, tiny_allowed=tiny_allowed, names=MODELS)
+    progress(0.1, desc=ui.text("加载模型", "Loading the model"))
+    classifier = lmt.pipeline(TASK, name, weights=weights, adapter=ui.adapter_value(adapter))
+    progress(0.5, desc=ui.text("推理中", "Running"))
+    result = classifier(path, top_k=k)
+    return result.as_label_dict(), result.to_dict()
+
+
+def build_demo(tiny: bool = False) -> gr.Blocks:
+    with gr.Blocks(title="ResNet · 图像分类") as demo:
+        gr.Markdown(
+            "# ResNet 图像分类 / ResNet image classification\n"
+            "上传一张图片，ResNet 卷积网络给出最可能的 ImageNet 类别；可加载你用 LoRA 微调的适配器。"
+            " Upload an image and a ResNet convolutional network names its most likely ImageNet classes;"
+            " load your own LoRA adapter to use a fine-tuned head."
+        )
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="filepath", label=ui.text("图片", "Image"), elem_id="resnet-image")
+                top_k = gr.Slider(1, 10, value=5, step=1, label=ui.text("返回类别数", "Top k"))
+                model = ui.model_picker(TASK, tiny=tiny, names=MODELS)
+                adapter = ui.adapter_box()
+                run = gr.Button(ui.text("分类", "Classify"), variant="primary", elem_id="resnet-run")
+            with gr.Column():
+                label = gr.Label(num_top_classes=10, label=ui.text("结果", "Result"), elem_id="resnet-label")
+                raw = gr.JSON(label="JSON")
+        tiny_flag = gr.State(tiny)
+        run.click(
+            classify, [image, top_k, model, adapter, tiny_flag], [label, raw],
+            api_name="classify", preprocess=False, concurrency_limit=ui.CONCURRENCY_LIMIT,
+        )
+
+        def run_example(image_file):
+            return classify(image_file, 5, model.value, "", tiny)
+
+        gr.Examples(
+            [[str(EXAMPLES / "cat.jpg")], [str(EXAMPLES / "coffee.jpg")], [str(EXAMPLES / "rocket.jpg")]],
+            inputs=[image], outputs=[label, raw], fn=run_example, run_on_click=True, cache_examples=False,
+            api_name=False,
+        )
+    return demo
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="ResNet Space")
+    parser.add_argument("--tiny", action="store_true", help="offer the offline tiny variant")
+    args = parser.parse_args()
+    ui.launch(build_demo(tiny=args.tiny), host="0.0.0.0", port=7860)
