@@ -59,6 +59,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if totals["docs"]:
         terminalreporter.write_line(
             f"tutorials: {totals['docs']} docs, {totals['blocks_executed']} code blocks executed, "
-            f"{totals['blocks_marked']} marked (needs-real-weights/needs-gpu), {totals['commands_run']} lmt commands run"
+            f"{totals['blocks_marked']} marked check-only (needs-real-weights/needs-gpu/starts-server), {totals['commands_run']} lmt commands run"
         )
     shutil.rmtree(folder, ignore_errors=True)

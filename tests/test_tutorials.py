@@ -9,7 +9,7 @@ inherited), so docs share no state with each other or with the test process:
   real command (``python -m lmt.cli``), with ``--tiny`` appended when the sub-command loads a model and the line
   lacks it. Other lines (pip, make, docker ...) are shown, not run, unless the block is marked
   ``<!-- lmt: run -->``: then the whole block runs with bash, with the venv's ``lmt`` first on PATH.
-- A block marked ``<!-- lmt: needs-real-weights -->`` or ``<!-- lmt: needs-gpu -->`` is checked, not run: Python
+- A block marked ``<!-- lmt: needs-real-weights -->``, ``<!-- lmt: needs-gpu -->`` or ``<!-- lmt: starts-server -->`` is checked, not run: Python
   must compile, every ``lmt`` module/attribute it names must exist and every registry model name it passes to
   ``lmt.pipeline``/``lmt.load``/a task class must be registered; each ``lmt`` command line must parse with
   ``lmt.cli.build_parser()``.
@@ -48,7 +48,8 @@ LINKED_DOCS = DOCS + [path for path in (REPO / "README.md",) if path.exists()]
 
 PYTHON_LANGS = ("python", "py", "python3")
 SHELL_LANGS = ("bash", "sh", "shell", "console")
-CHECK_ONLY_MARKERS = ("needs-real-weights", "needs-gpu")
+# "starts-server": the block launches a long-running server (lmt space, docker run); checked, not run.
+CHECK_ONLY_MARKERS = ("needs-real-weights", "needs-gpu", "starts-server")
 MARKERS = (*CHECK_ONLY_MARKERS, "run")
 DOC_TIMEOUT_S = 600
 COMMAND_TIMEOUT_S = 300
@@ -534,4 +535,7 @@ def test_github_slugs() -> None:
 
 
 if __name__ == "__main__":
+    # Run as a script, Python puts tests/ first on sys.path, where tests/spaces/ would shadow the `spaces` package
+    # (ZeroGPU) that the Spaces import; docs run as a reader's script would, from the repository root.
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     sys.exit(run_plan(Path(sys.argv[1])))
