@@ -43,5 +43,5 @@ def build_gallery(tiny: bool = False, names: list[str] | None = None) -> gr.Bloc
         for name in names:
             module = load_space(name)
             with gr.Tab(getattr(module, "TITLE", name), id=name):
-                module.build_demo(tiny=tiny).render()
+                module.build_demo(tiny=tiny)  # a Blocks built inside another Blocks renders into it
     return gallery
