@@ -218,8 +218,8 @@ def model_picker(task: str, *, tiny: bool, names: list[str] | None = None, **kwa
 def adapter_box(**kwargs: Any) -> gr.Textbox:
     return gr.Textbox(
         label=text("LoRA 适配器（可选）", "LoRA adapter (optional)"),
-        placeholder="user/adapter 或 /path/to/adapter",
-        info=text("Hub id 或本地目录；留空则用基础模型", "Hub id or local folder; empty uses the base model"),
+        placeholder="user/my-lora",
+        info=text("Hugging Face Hub id；留空则用基础模型", "Hugging Face Hub id; empty uses the base model"),
         **kwargs,
     )
 
