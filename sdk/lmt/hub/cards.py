@@ -30,13 +30,17 @@ def _template_text() -> str:
     return TEMPLATE.read_text(encoding="utf-8")
 
 
-def _usage(repo_id: str, base_model: str, library_name: str, task: str, model_class: str) -> tuple[str, str]:
+def _usage(
+    repo_id: str, base_model: str, library_name: str, task: str, model_class: str, base_kwargs: Mapping[str, Any]
+) -> tuple[str, str]:
     adapter = library_name == "peft"
     if adapter:
         lmt_usage = f'import lmt\n\nrun = lmt.pipeline("{task}", model="{base_model}", adapter="{repo_id}")'
+        # e.g. a new label set: the base must be built with the adapter's head shape before the adapter loads
+        extra = "".join(f",\n    {key}={value!r}" for key, value in base_kwargs.items())
         plain = (
             f"from peft import PeftModel\nfrom transformers import AutoProcessor, {model_class}\n\n"
-            f'base = {model_class}.from_pretrained("{base_model}")\n'
+            f'base = {model_class}.from_pretrained("{base_model}"{extra})\n'
             f'model = PeftModel.from_pretrained(base, "{repo_id}")\n'
             f'processor = AutoProcessor.from_pretrained("{repo_id}")'
         )
@@ -54,7 +58,7 @@ def results_table(metrics: Mapping[str, float]) -> str:
 def render_model_card(
     *,
     repo_id: str,
-    base_model: str,
+    base_model: str | None,
     library_name: str,
     pipeline_tag: str,
     task: str,
@@ -68,8 +72,14 @@ def render_model_card(
     summary_zh: str = "",
     summary_en: str = "",
     limitations: str = "",
+    base_kwargs: Mapping[str, Any] | None = None,
 ) -> Any:
-    """A ``ModelCard`` with metadata (``base_model`` as a Hub id, ``model-index`` from ``metrics``) and usage code."""
+    """A ``ModelCard`` with metadata (``base_model`` as a Hub id, ``model-index`` from ``metrics``) and usage code.
+
+    ``base_model=None`` says the base is not on the Hub (a local folder or a tiny variant): the metadata then has
+    no ``base_model`` and the usage code names a placeholder; a local path is never written.
+    ``base_kwargs`` are extra ``from_pretrained`` arguments the base needs before the adapter loads.
+    """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     if library_name not in LIBRARIES:
@@ -77,7 +87,9 @@ def render_model_card(
             f"library_name must be one of {LIBRARIES}, not {library_name!r}.",
             f"library_name 必须是 {LIBRARIES} 之一，而不是 {library_name!r}。",
         )
-    if "/" not in base_model or Path(base_model).expanduser().exists() or base_model.startswith((".", "/", "~")):
+    if base_model is not None and (
+        "/" not in base_model or Path(base_model).expanduser().exists() or base_model.startswith((".", "/", "~"))
+    ):
         raise InvalidInputError(
             f"base_model must be a Hub id such as 'google/vit-base-patch16-224', not a local path ({base_model!r}).",
             f"base_model 必须是 Hub id（如 'google/vit-base-patch16-224'），不能是本地路径（{base_model!r}）。",
@@ -99,13 +111,14 @@ def render_model_card(
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results or None,
     )
-    usage_lmt, usage_plain = _usage(repo_id, base_model, library_name, task, model_class)
+    base_name = base_model or "<path-or-hub-id-of-the-base-model>"
+    usage_lmt, usage_plain = _usage(repo_id, base_name, library_name, task, model_class, base_kwargs or {})
     return ModelCard.from_template(
         card_data,
         template_str=_template_text(),
         model_title=repo_id.split("/")[-1],
-        summary_zh=summary_zh or f"在 `{base_model}` 上用 {method} 微调得到的模型。",
-        summary_en=summary_en or f"Fine-tuned from `{base_model}` with {method}.",
+        summary_zh=summary_zh or f"在 `{base_name}` 上用 {method} 微调得到的模型。",
+        summary_en=summary_en or f"Fine-tuned from `{base_name}` with {method}.",
         base_model=base_model,
         method=method,
         pipeline_tag=pipeline_tag,
