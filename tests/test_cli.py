@@ -21,7 +21,7 @@ def _lmt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("args", [["--help"], ["models"]])
+@pytest.mark.parametrize("args", [["--help"], ["models"], ["hub", "push", "--help"]])
 def test_help_and_models_import_nothing_heavy(args):
     code = (
         "import sys, contextlib, io\n"
@@ -42,7 +42,7 @@ def test_help_and_models_import_nothing_heavy(args):
 
 
 def test_every_subcommand_has_help():
-    for command in ("models", "predict", "env"):
+    for command in ("models", "predict", "env", "hub"):
         result = _lmt(command, "--help")
         assert result.returncode == 0 and "usage: lmt" in result.stdout
 

@@ -17,19 +17,10 @@ import torch
 import lmt
 from lmt.loading import ModelCache, load, resolve
 from lmt.tiny import tiny_model_path
+from tests.hubcache import lay_out_hub_repo
 
 REVISION_MAIN = "a" * 40
 REVISION_V2 = "b" * 40
-
-
-def _lay_out_hub_repo(cache: Path, repo_id: str, files_by_revision: dict[str, Path], refs: dict[str, str]) -> None:
-    """A Hub-style cache entry: refs/<name> holds a 40-hex revision (no newline), files under snapshots/<rev>/."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    for revision, source in files_by_revision.items():
-        shutil.copytree(source, repo / "snapshots" / revision, ignore=shutil.ignore_patterns(".lmt-*"))
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    for ref, revision in refs.items():
-        (repo / "refs" / ref).write_text(revision)  # a trailing newline would break hf_hub_download
 
 
 def _run_offline(code: str, hub_cache: Path) -> str:
@@ -66,12 +57,12 @@ def test_real_checkpoint_path_loads_offline_from_a_hub_style_cache(tmp_path, rgb
     weights = load_file(clip_v2 / "model.safetensors")
     weights["logit_scale"] = torch.tensor(0.0)
     save_file(weights, clip_v2 / "model.safetensors", metadata={"format": "pt"})
-    _lay_out_hub_repo(
+    lay_out_hub_repo(
         hub, "openai/clip-vit-base-patch32", {REVISION_MAIN: clip_v1, REVISION_V2: clip_v2},
         {"main": REVISION_MAIN, "v2": REVISION_V2},
     )
-    _lay_out_hub_repo(hub, "google/vit-base-patch16-224", {REVISION_MAIN: tiny_model_path("vit")}, {"main": REVISION_MAIN})
-    _lay_out_hub_repo(hub, "someone/vit-lora", {REVISION_MAIN: _lora_adapter(tmp_path / "lora")}, {"main": REVISION_MAIN})
+    lay_out_hub_repo(hub, "google/vit-base-patch16-224", {REVISION_MAIN: tiny_model_path("vit")}, {"main": REVISION_MAIN})
+    lay_out_hub_repo(hub, "someone/vit-lora", {REVISION_MAIN: _lora_adapter(tmp_path / "lora")}, {"main": REVISION_MAIN})
     image_path = tmp_path / "image.png"
     rgb_image.save(image_path)
     output = _run_offline(

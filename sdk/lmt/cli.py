@@ -341,11 +341,163 @@ def run_spaces_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- lmt hub push / pull ------------------------------------------------------------------------------------------
+HUB_EPILOG = """examples:
+  lmt hub push runs/vit-b16_lora-r16_bs32_3ep_digits --repo alice/vit-b16.digits-lora --dry-run
+  HF_TOKEN=hf_... lmt hub push runs/vit-b16_lora-r16_bs32_3ep_digits --repo alice/vit-b16.digits-lora --revision v1
+  lmt hub pull alice/vit-b16.digits-lora --revision v1 --local-dir adapters/digits
+"""
+
+
+def add_hub_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "hub", help="push a training run to the Hugging Face Hub, pull a repository",
+        description="Publish a finished training run folder as a Hub model repository, or download one.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=HUB_EPILOG,
+    )
+    commands = parser.add_subparsers(dest="hub_command", metavar="SUBCOMMAND", required=True)
+    push = commands.add_parser(
+        "push", help="upload a run folder to a model repository",
+        description="Upload a run folder (model card, weights, lmt_run.json, plots; never checkpoints/) to a Hub "
+        "model repository, created if missing. The token comes from HF_TOKEN or `hf auth login` and is never printed.",
+    )
+    push.add_argument("run_dir", metavar="RUN", help="the run folder that `lmt train` wrote")
+    push.add_argument("--repo", required=True, metavar="USER/NAME", help="the model repository, e.g. alice/vit-lora")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--revision", metavar="BRANCH", help="upload to this branch (created if missing)")
+    push.add_argument("--base-model", metavar="ORG/NAME", help="Hub id of the base model, when lmt_run.json has none")
+    push.add_argument("--dry-run", action="store_true", help="print the upload plan; send nothing")
+    push.add_argument("--json", action="store_true", help="print the plan as one JSON document")
+    push.set_defaults(run=run_hub_push)
+    pull = commands.add_parser(
+        "pull", help="download a model or adapter repository",
+        description="Download a Hub repository (optionally pinned to a revision) and print its folder.",
+    )
+    pull.add_argument("repo", metavar="USER/NAME", help="the repository, e.g. alice/vit-lora")
+    pull.add_argument("--revision", help="branch, tag or 40-character commit (default: main)")
+    pull.add_argument("--local-dir", metavar="DIR", help="also copy the files into DIR")
+    pull.set_defaults(run=run_hub_pull)
+
+
+def run_hub_push(args: argparse.Namespace) -> int:
+    from lmt.hub.publish import push_run
+
+    plan = push_run(
+        args.run_dir, args.repo, private=args.private, revision=args.revision, base_model=args.base_model,
+        dry_run=args.dry_run,
+    )
+    if args.json:
+        print(json.dumps(plan.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    for path, size in plan.files:
+        print(f"{_size(size):>10}  {path}")
+    if plan.excluded:
+        print(f"\nNot uploaded: {', '.join(plan.excluded)}")
+    where = f"'{plan.repo_id}'" + (f" (branch {plan.revision})" if plan.revision else "")
+    visibility = "private" if plan.private else "public"
+    if plan.dry_run:
+        print(
+            f"\nDry run: would upload {len(plan.files)} files ({_size(plan.total_bytes)}) to the {visibility} model "
+            f"repository {where}, base model {plan.base_model}. Nothing was sent."
+        )
+        return 0
+    print(f"\nUploaded {len(plan.files)} files ({_size(plan.total_bytes)}) to {where}: {plan.url}")
+    return 0
+
+
+def run_hub_pull(args: argparse.Namespace) -> int:
+    from lmt.hub.publish import pull
+
+    print(pull(args.repo, revision=args.revision, local_dir=args.local_dir))
+    return 0
+
+
+# ---- lmt train ----------------------------------------------------------------------------------------------------
+TRAIN_EPILOG = """examples:
+  lmt data sample digits data/digits
+  lmt train configs/train/vit-digits-full.yaml weights=tiny optim.epochs=1
+  lmt train configs/train/vit-digits-lora.yaml --resume
+  accelerate launch --cpu --num_processes 2 -m lmt.cli train configs/train/vit-digits-full.yaml
+"""
+
+
+def add_train_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train", help="fine-tune a model (full, LoRA, QLoRA) from a YAML config",
+        description="Fine-tune a model as a YAML config says; key=value arguments override its keys. Every key is "
+        "checked before work starts. Runs on CPU, GPU, NPU, or several processes with `accelerate launch`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=TRAIN_EPILOG,
+    )
+    parser.add_argument("config", help="the YAML config (see configs/train/)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. optim.lr=1e-4")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's newest complete checkpoint")
+    parser.add_argument("--check", action="store_true", help="validate the config and print it; train nothing")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from lmt.train.config import config_to_yaml, load_config
+
+    overrides = list(args.overrides) + (["run.resume=true"] if args.resume else [])
+    config = load_config(args.config, overrides)
+    if args.check:
+        print(config_to_yaml(config), end="")
+        return 0
+    from lmt.train import train
+
+    result = train(config)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    metrics = ", ".join(f"{name} {value:.4f}" for name, value in result.metrics.items())
+    print(f"Run folder: {result.run_dir}")
+    print(f"Best validation (epoch {(result.best_epoch or 0) + 1}): {metrics}")
+    print(f"Trained {result.trainable_parameters:,} of {result.total_parameters:,} parameters "
+          f"in {result.global_step} steps, {result.seconds:.0f} s.")
+    return 0
+
+
+# ---- lmt data -----------------------------------------------------------------------------------------------------
+def add_data_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "data", help="dataset tools", description="Dataset tools: write sample datasets to train and test on.",
+    )
+    commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    sample = commands.add_parser(
+        "sample", help="write a sample dataset (no download)",
+        description="Write a sample dataset: 'digits' (scikit-learn's 1797 handwritten digits as an ImageFolder tree), "
+        "'shapes' (synthetic shapes with exact masks, captions and questions).",
+    )
+    sample.add_argument("name", choices=("digits", "shapes"), help="which sample dataset")
+    sample.add_argument("folder", help="a new or empty folder to write to")
+    sample.add_argument("--size", type=int, default=None, help="image side in pixels (digits 32, shapes 64)")
+    sample.add_argument("--labelling", choices=("digit", "parity", "rotated"), default="digit",
+                        help="digits: label by digit, by parity (even/odd), or digits rotated by 90 degrees")
+    sample.add_argument("--count", type=int, default=64, help="shapes: how many scenes")
+    sample.set_defaults(run=run_data_sample)
+
+
+def run_data_sample(args: argparse.Namespace) -> int:
+    from lmt.data.samples import write_digits, write_shapes
+
+    if args.size is not None and not 8 <= args.size <= 1024:
+        raise InvalidInputError("--size must lie in [8, 1024].", "--size 应在 [8, 1024] 之内。")
+    if args.name == "digits":
+        folder = write_digits(args.folder, size=args.size or 32, labelling=args.labelling)
+    else:
+        if not 1 <= args.count <= 100_000:
+            raise InvalidInputError("--count must lie in [1, 100000].", "--count 应在 [1, 100000] 之内。")
+        folder = write_shapes(args.folder, count=args.count, size=args.size or 64)
+    print(f"Wrote the '{args.name}' sample dataset to {folder}")
+    return 0
+
+
 # ---- the parser ----------------------------------------------------------------------------------------------------
 #: Sub-commands, in the order `lmt --help` lists them. Later features append their own add_*_parser here.
 COMMANDS: list[Callable[[Any], None]] = [
     add_models_parser, add_predict_parser, add_env_parser, add_space_parser, add_gallery_parser,
-    add_spaces_parser,
+    add_spaces_parser, add_hub_parser, add_train_parser, add_data_parser,
 ]
 
 

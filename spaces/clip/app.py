@@ -29,7 +29,7 @@ def classify(image, labels, template, model, adapter, tiny_allowed=False, progre
         labels: Candidate labels, separated by commas or new lines, e.g. "cat, dog, car".
         template: Prompt template with {} where the label goes, e.g. "a photo of a {}.".
         model: A CLIP model from the list, e.g. "clip-vit-b32".
-        adapter: Optional LoRA adapter (Hub id or folder); empty for the base model.
+        adapter: Optional LoRA adapter: a Hub id, pinned with @revision if wanted (user/name@v1); empty for the base model.
 
     Returns:
         The labels with their probabilities, and the same as JSON.
@@ -37,7 +37,8 @@ def classify(image, labels, template, model, adapter, tiny_allowed=False, progre
     path = ui.image_path(image)
     name, weights = ui.pick_model(model, TASK, tiny_allowed=tiny_allowed)
     progress(0.1, desc=ui.text("加载模型", "Loading the model"))
-    classifier = lmt.pipeline(TASK, name, weights=weights, adapter=ui.adapter_value(adapter))
+    adapter_id, adapter_revision = ui.adapter_spec(adapter)
+    classifier = lmt.pipeline(TASK, name, weights=weights, adapter=adapter_id, adapter_revision=adapter_revision)
     progress(0.5, desc=ui.text("推理中", "Running"))
     result = classifier(
         path, labels=ui.short_text(labels, "labels"), template=ui.short_text(template, "template", max_chars=200)

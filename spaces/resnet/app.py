@@ -28,7 +28,8 @@ def classify(image, top_k, model, adapter, tiny_allowed=False, progress=gr.Progr
         image: The image to classify (PNG, JPEG, WebP ...).
         top_k: How many of the most likely classes to return (1-10).
         model: A ResNet model from the list, e.g. "resnet-50".
-        adapter: Optional LoRA adapter (Hub id or folder) fine-tuned from that model; empty for the base model.
+        adapter: Optional LoRA adapter fine-tuned from that model: a Hub id, pinned with @revision if wanted
+            (user/name@v1); empty for the base model.
 
     Returns:
         The top classes with their probabilities, and the same as JSON.
@@ -37,7 +38,8 @@ def classify(image, top_k, model, adapter, tiny_allowed=False, progress=gr.Progr
     k = ui.number(top_k, "top_k", 1, 10, integer=True)
     name, weights = ui.pick_model(model, TASK, tiny_allowed=tiny_allowed, names=MODELS)
     progress(0.1, desc=ui.text("加载模型", "Loading the model"))
-    classifier = lmt.pipeline(TASK, name, weights=weights, adapter=ui.adapter_value(adapter))
+    adapter_id, adapter_revision = ui.adapter_spec(adapter)
+    classifier = lmt.pipeline(TASK, name, weights=weights, adapter=adapter_id, adapter_revision=adapter_revision)
     progress(0.5, desc=ui.text("推理中", "Running"))
     result = classifier(path, top_k=k)
     return result.as_label_dict(), result.to_dict()

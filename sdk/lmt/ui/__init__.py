@@ -218,8 +218,11 @@ def model_picker(task: str, *, tiny: bool, names: list[str] | None = None, **kwa
 def adapter_box(**kwargs: Any) -> gr.Textbox:
     return gr.Textbox(
         label=text("LoRA 适配器（可选）", "LoRA adapter (optional)"),
-        placeholder="user/my-lora",
-        info=text("Hugging Face Hub id；留空则用基础模型", "Hugging Face Hub id; empty uses the base model"),
+        placeholder="user/my-lora@v1",
+        info=text(
+            "Hugging Face Hub id，可加 @分支、标签或提交 固定版本；留空则用基础模型",
+            "Hugging Face Hub id, optionally @branch, tag or commit to pin a version; empty uses the base model",
+        ),
         **kwargs,
     )
 
@@ -246,20 +249,36 @@ def pick_model(choice: Any, task: str, *, tiny_allowed: bool, names: list[str] |
     return name, weights
 
 
-def adapter_value(value: Any) -> str | None:
-    """A LoRA adapter named by a visitor: a Hub id (``org/name``). Server folders are accepted only when the
-    operator sets ``LMT_SPACE_LOCAL_ADAPTERS=1``, so a public Space never reveals which folders exist."""
+def adapter_spec(value: Any) -> tuple[str | None, str | None]:
+    """(adapter, revision) named by a visitor as ``user/name`` or ``user/name@revision``, where the revision is a
+    branch, tag or 40-hex commit. Server folders are accepted only when the operator sets
+    ``LMT_SPACE_LOCAL_ADAPTERS=1``, so a public Space never reveals which folders exist."""
     import re
 
-    adapter = short_text(value, "adapter", allow_empty=True, max_chars=200)
+    from lmt.hub.publish import check_revision
+
+    adapter = short_text(value, "adapter", allow_empty=True, max_chars=300)
     if not adapter:
-        return None
-    if os.environ.get("LMT_SPACE_LOCAL_ADAPTERS") == "1":
-        return adapter
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", adapter) or ".." in adapter:
+        return None, None
+    name, at, revision = adapter.partition("@")
+    is_hub_id = re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", name) is not None and ".." not in name
+    if not is_hub_id:
+        if os.environ.get("LMT_SPACE_LOCAL_ADAPTERS") == "1":
+            return adapter, None
         raise InvalidInputError(
-            "Give the adapter as a Hugging Face Hub id such as 'user/my-lora'.",
-            "请以 Hugging Face Hub id 的形式填写适配器，例如 'user/my-lora'。",
+            "Give the adapter as a Hugging Face Hub id such as 'user/my-lora', optionally pinned: 'user/my-lora@v1'.",
+            "请以 Hugging Face Hub id 的形式填写适配器，例如 'user/my-lora'，可加版本：'user/my-lora@v1'。",
+        )
+    return name, check_revision(revision) if at else None
+
+
+def adapter_value(value: Any) -> str | None:
+    """The adapter of :func:`adapter_spec` for callers that cannot pin a revision: one given is refused, not dropped."""
+    adapter, revision = adapter_spec(value)
+    if revision is not None:
+        raise InvalidInputError(
+            "This field takes no '@revision'; give the adapter as 'user/my-lora'.",
+            "此处不能指定 '@版本'；请填写 'user/my-lora' 形式的适配器。",
         )
     return adapter
 
