@@ -228,6 +228,9 @@ def _load_uncached(
     processor_cls_name = resolved.family.processor_class if resolved.family is not None else "AutoProcessor"
     processor_cls = getattr(transformers, processor_cls_name)
     hub_revision = None if resolved.is_local else revision
+    head_kwargs = {}
+    if adapter and model_cls.__name__.endswith("ForImageClassification"):
+        head_kwargs = _adapter_head_kwargs(adapter, adapter_revision)
     try:
         model = model_cls.from_pretrained(
             resolved.source,
@@ -235,6 +238,7 @@ def _load_uncached(
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
             dtype=dtype,
+            **head_kwargs,
         )
         processor = processor_cls.from_pretrained(
             resolved.source, revision=hub_revision, trust_remote_code=trust_remote_code
@@ -273,6 +277,28 @@ def _load_uncached(
         revision=hub_revision,
         adapter=adapter,
     )
+
+
+def _adapter_head_kwargs(adapter: str, adapter_revision: str | None) -> dict[str, Any]:
+    """The label set an adapter's classification head was trained for (from its ``lmt_run.json``), as
+    ``from_pretrained`` arguments: the base gets a head of that shape before the adapter loads into it."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    local = Path(adapter).expanduser()
+    try:
+        path = local / "lmt_run.json" if local.is_dir() else Path(
+            hf_hub_download(adapter, "lmt_run.json", revision=adapter_revision)
+        )
+        labels = json.loads(path.read_text(encoding="utf-8")).get("labels") if path.is_file() else None
+    except (OSError, EntryNotFoundError, json.JSONDecodeError):
+        return {}  # an adapter not written by lmt train: the base's own head is used, as peft would
+    if not labels:
+        return {}
+    return {
+        "num_labels": len(labels), "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)}, "ignore_mismatched_sizes": True,
+    }
 
 
 def _apply_adapter(model: Any, adapter: str, adapter_revision: str | None) -> Any:

@@ -51,6 +51,9 @@ class DataConfig:
     question_column: str = "question"
     answer_column: str = "answer"
     mask_column: str = "mask"
+    #: clip-zero-shot-head: the prompt each label becomes ('{}' is the label). The default is
+    #: lmt.ZeroShotImageClassification's, so the trained model runs there with its default template.
+    label_template: str = "This is a photo of {}."
     #: SAM prompts drawn from each ground-truth mask: its box (jittered), one inside point, or both.
     prompt: Literal["box", "point", "box+point"] = "box"
     #: Use at most this many training examples (0: all), handy for smoke runs.
@@ -213,11 +216,21 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     )
 
 
+#: Names users bring from transformers' TrainingArguments and peft, mapped to ours.
+_ALIASES = {
+    "learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs", "train_batch_size": "batch_size",
+    "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
+    "lr_scheduler_type": "scheduler", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_r": "r",
+    "output": "output_dir", "fp16": "precision", "bf16": "precision",
+}
+
+
 def _build(cls: type, values: Any, prefix: str) -> Any:
     if not isinstance(values, dict):
+        where = prefix.rstrip(".")
         raise _error(
-            f"'{prefix or 'the config'}' must be a mapping of keys to values, not {type(values).__name__}.",
-            f"'{prefix or '配置'}' 应为键值映射，而不是 {type(values).__name__}。",
+            f"'{where or 'the config'}' must be a mapping of keys to values, not {type(values).__name__}.",
+            f"'{where or '配置'}' 应为键值映射，而不是 {type(values).__name__}。",
         )
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -225,7 +238,7 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
+            close = [_ALIASES[key]] if _ALIASES.get(key) in known else difflib.get_close_matches(str(key), known, n=1)
             hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
             raise _error(
                 f"unknown key '{full}'.{hint} Known keys here: {', '.join(known)}.",
@@ -270,7 +283,7 @@ def _apply_overrides(values: dict, overrides: list[str]) -> dict:
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Checks across fields, run before any model or data is touched."""
-    from lmt.registry import families
+    from lmt.registry import families, lookup_checkpoint
 
     if not config.model.strip():
         raise _error("'model' is required (a registry name, a Hub id or a local folder).",
@@ -282,7 +295,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         path = getattr(config.data, name)
         if path and not Path(path).expanduser().exists():
             raise _error(f"data.{name} '{path}' does not exist.", f"data.{name} '{path}' 不存在。")
-    registered = families().get(config.model)
+    found = lookup_checkpoint(config.model)
+    registered = found[0] if found is not None else families().get(config.model)
     if registered is not None and registered.name not in TRAIN_TASKS[config.task]:
         raise _error(
             f"task '{config.task}' trains {', '.join(TRAIN_TASKS[config.task])} models, not '{config.model}'.",
@@ -317,10 +331,21 @@ def validate(config: TrainConfig) -> TrainConfig:
                                         or config.run.name.startswith(".")):
         raise _error(f"run.name '{config.run.name}' must be a plain folder name.",
                      f"run.name '{config.run.name}' 必须是普通目录名。")
+    if not _is_label_template(config.data.label_template):
+        raise _error(f"data.label_template must contain '{{}}' exactly once and no other braces, e.g. "
+                     f"'a photo of a {{}}.'; got {config.data.label_template!r:.80}.",
+                     "data.label_template 必须恰好包含一个 '{}' 且没有其他花括号，例如 'a photo of a {}.'。")
     if config.run.resume and config.run.overwrite:
         raise _error("run.resume and run.overwrite contradict each other; pick one.",
                      "run.resume 与 run.overwrite 互相矛盾，请只选一个。")
     return config
+
+
+def _is_label_template(template: str) -> bool:
+    try:
+        return template.count("{}") == 1 and bool(template.format("x").strip())
+    except (IndexError, KeyError, ValueError):  # stray braces such as '{label}' or '{'
+        return False
 
 
 def config_from_dict(values: dict, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

@@ -42,9 +42,11 @@ class TrainResult:
     total_parameters: int
     seconds: float
     files: list[str] = field(default_factory=list)
+    #: The trained model in memory (best checkpoint loaded), as ``Trainer.model`` would be; not serialised.
+    model: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {k: v for k, v in asdict(self).items() if k != "model"}
         data["run_dir"] = str(self.run_dir)
         return data
 
@@ -410,11 +412,13 @@ def train(config: TrainConfig) -> TrainResult:
     if not main:
         info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
         result_metrics = info["metrics"]
+        if ckpt.is_complete(checkpoints / ckpt.BEST):
+            ckpt.load_trained_tensors(accelerator.unwrap_model(model), checkpoints / ckpt.BEST)
     accelerator.end_training()
     return TrainResult(
         run_dir=run_dir, metrics=result_metrics, best_epoch=position.best_epoch, global_step=position.global_step,
         trainable_parameters=params.trainable, total_parameters=params.total,
-        seconds=round(time.perf_counter() - started, 2), files=files,
+        seconds=round(time.perf_counter() - started, 2), files=files, model=accelerator.unwrap_model(model).eval(),
     )
 
 

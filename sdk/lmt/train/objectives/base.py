@@ -43,7 +43,7 @@ class Objective:
     def __init__(self, config: TrainConfig, resolved: _Resolved) -> None:
         self.config = config
         self.resolved = resolved
-        self.family = resolved.family
+        self.family = resolved.family or _family_from_config(resolved.source, config.revision, resolved.is_local)
         self.processor: Any = None
 
     # ------------------------------------------------------------------ data
@@ -151,6 +151,19 @@ class Objective:
     def plot_extras(self, extras: dict[str, Any], folder: Path) -> list[Path]:
         """PNG files drawn from the best epoch's extras. Default: none."""
         return []
+
+
+def _family_from_config(source: str, revision: str | None, is_local: bool) -> Any:
+    """The registered family of an unregistered Hub model (e.g. a community ViT), read from its config.json."""
+    from transformers import AutoConfig
+
+    from lmt.registry import family_for_model_type
+
+    try:
+        model_type = AutoConfig.from_pretrained(source, revision=None if is_local else revision).model_type
+    except (OSError, ValueError):
+        return None  # the weights load later fails with the loader's actionable message
+    return family_for_model_type(model_type)
 
 
 def check_qlora_possible() -> None:

@@ -15,6 +15,41 @@ def _label_sort_key(label: str) -> tuple:
     return (0, int(label), "") if label.isdigit() else (1, 0, label)
 
 
+def label_set(train_records: Sequence[dict], val_records: Sequence[dict]) -> list[str]:
+    """The sorted class labels of the training records; refuses fewer than 2, or validation-only labels."""
+    labels = sorted({str(r["label"]) for r in train_records}, key=_label_sort_key)
+    if len(labels) < 2:
+        raise InvalidInputError(
+            f"Training data: classification needs at least 2 classes; found {labels}.",
+            f"训练数据：分类至少需要 2 个类别；实际为 {labels}。",
+        )
+    unseen = sorted({str(r["label"]) for r in val_records} - set(labels))
+    if unseen:
+        raise InvalidInputError(
+            f"Training data: validation labels {unseen} never occur in the training data.",
+            f"训练数据：验证集标签 {unseen} 在训练集中没有出现。",
+        )
+    return labels
+
+
+def classification_metrics(outputs: dict[str, Any], num_classes: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """loss, accuracy and macro F1 from per-example ``loss``/``prediction``/``target``, plus the confusion matrix."""
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_confusion_matrix,
+        multiclass_f1_score,
+    )
+
+    preds, target = outputs["prediction"].long(), outputs["target"].long()
+    metrics = {
+        "loss": float(outputs["loss"].mean()),
+        "accuracy": float(multiclass_accuracy(preds, target, num_classes=num_classes, average="micro")),
+        "macro_f1": float(multiclass_f1_score(preds, target, num_classes=num_classes, average="macro")),
+    }
+    matrix = multiclass_confusion_matrix(preds, target, num_classes=num_classes)
+    return metrics, {"confusion_matrix": matrix.tolist()}
+
+
 class ImageClassificationObjective(Objective):
     name = "image-classification"
     sdk_task = "image-classification"
@@ -26,20 +61,8 @@ class ImageClassificationObjective(Objective):
     lora_modules_to_save = ("classifier",)
 
     def setup(self, train_records: Sequence[dict], val_records: Sequence[dict]) -> None:
-        labels = sorted({str(r["label"]) for r in train_records}, key=_label_sort_key)
-        if len(labels) < 2:
-            raise InvalidInputError(
-                f"Training data: image classification needs at least 2 classes; found {labels}.",
-                f"训练数据：图像分类至少需要 2 个类别；实际为 {labels}。",
-            )
-        unseen = sorted({str(r["label"]) for r in val_records} - set(labels))
-        if unseen:
-            raise InvalidInputError(
-                f"Training data: validation labels {unseen} never occur in the training data.",
-                f"训练数据：验证集标签 {unseen} 在训练集中没有出现。",
-            )
-        self.labels = labels
-        self.label_to_id = {label: i for i, label in enumerate(labels)}
+        self.labels = label_set(train_records, val_records)
+        self.label_to_id = {label: i for i, label in enumerate(self.labels)}
 
     def model_kwargs(self) -> dict[str, Any]:
         return {
@@ -74,21 +97,7 @@ class ImageClassificationObjective(Objective):
         }
 
     def compute_metrics(self, outputs: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
-        from torchmetrics.functional.classification import (
-            multiclass_accuracy,
-            multiclass_confusion_matrix,
-            multiclass_f1_score,
-        )
-
-        num_classes = len(self.labels)
-        preds, target = outputs["prediction"].long(), outputs["target"].long()
-        metrics = {
-            "loss": float(outputs["loss"].mean()),
-            "accuracy": float(multiclass_accuracy(preds, target, num_classes=num_classes, average="micro")),
-            "macro_f1": float(multiclass_f1_score(preds, target, num_classes=num_classes, average="macro")),
-        }
-        matrix = multiclass_confusion_matrix(preds, target, num_classes=num_classes)
-        return metrics, {"confusion_matrix": matrix.tolist()}
+        return classification_metrics(outputs, len(self.labels))
 
     def run_info(self) -> dict[str, Any]:
         return {"labels": list(self.labels)}
