@@ -404,3 +404,240 @@ def test_blip2_refuses_bad_upload(space_client, files, kind):
 def test_blip2_still_serves(space_client):
     text, raw = space_client.predict(handle_file(CAT), "a photo of", 3, 1, 1.0, 0.9, False, BLIP, api_name="/caption")
     assert isinstance(text, str) and raw["prompt"] == "a photo of"
+
+
+# ---- Retail --------------------------------------------------------------------------------------------------
+RETAIL_EMBED = "dinov2-small (tiny)"
+RETAIL_DETECT = "owlv2-b16 (tiny)"
+RETAIL_EXAMPLES = Path(__file__).resolve().parents[2] / "spaces" / "retail" / "examples"
+
+
+@pytest.mark.parametrize("space_client", ["retail"], indirect=True)
+@pytest.mark.parametrize("kind", ["bomb", "header_bomb", "zip", "html"])
+def test_retail_refuses_bad_upload(space_client, files, kind):
+    start = time.monotonic()
+    bilingual_error(lambda: space_client.predict(
+        handle_file(files[kind]), None, "", True, 0.5, RETAIL_EMBED, api_name="/recognize"
+    ))
+    assert time.monotonic() - start < 5.0
+
+
+@pytest.mark.parametrize("space_client", ["retail"], indirect=True)
+@pytest.mark.parametrize("kind", ["bomb", "text"])
+def test_retail_refuses_bad_catalog_images(space_client, files, kind):
+    product = handle_file(RETAIL_EXAMPLES / "product-cola.png")
+    bilingual_error(lambda: space_client.predict(
+        product, [handle_file(files[kind])], "", True, 0.5, RETAIL_EMBED, api_name="/recognize"
+    ))
+
+
+@pytest.mark.parametrize("space_client", ["retail"], indirect=True)
+@pytest.mark.parametrize(  # a cosine-similarity threshold may be negative: -1 is valid here, -1.5 is not
+    "threshold", [-1.5 if value == -1 else value for value in BAD_NUMBERS],
+    ids=["minus1.5" if name == "minus1" else name for name in BAD_IDS],
+)
+def test_retail_threshold(space_client, threshold):
+    bilingual_error(lambda: space_client.predict(
+        handle_file(RETAIL_EXAMPLES / "product-cola.png"), None, "", False, threshold, RETAIL_EMBED,
+        api_name="/recognize",
+    ))
+
+
+@pytest.mark.parametrize("space_client", ["retail"], indirect=True)
+@pytest.mark.parametrize(
+    "planogram",
+    ["cola", "cola,NaN", "cola,1,-2", "cola,1\ncola,1", "x" * 100_000, "<script>alert(1)</script>,1", "unknown,1"],
+    ids=["one-field", "nan", "negative-row", "duplicate", "100k-chars", "script", "reserved"],
+)
+def test_retail_malformed_planogram(space_client, planogram):
+    bilingual_error(lambda: space_client.predict(
+        handle_file(RETAIL_EXAMPLES / "shelf.png"), None, "", planogram, "a product on a shelf", 0.3, 1.0, False,
+        True, 0.5, RETAIL_EMBED, RETAIL_DETECT, api_name="/analyze_shelf",
+    ))
+
+
+@pytest.mark.parametrize("space_client", ["retail"], indirect=True)
+def test_retail_still_serves(space_client):
+    _, raw = space_client.predict(
+        handle_file(RETAIL_EXAMPLES / "product-cola.png"), None, "", True, 0.5, RETAIL_EMBED, api_name="/recognize"
+    )
+    assert len(raw["catalog"]["skus"]) == 5 and len(raw["candidates"]) == 3
+
+
+# ---- medical -------------------------------------------------------------------------------------------------
+MEDICAL_CT = Path(__file__).resolve().parents[2] / "spaces" / "medical" / "examples" / "phantom_chest_ct.dcm"
+MEDICAL_CLIP, MEDICAL_SAM = "clip-vit-b32 (tiny)", "sam-vit-base (tiny)"
+
+
+@pytest.mark.parametrize("space_client", ["medical"], indirect=True)
+@pytest.mark.parametrize("kind", REFUSED_UPLOADS)
+def test_medical_refuses_bad_upload(space_client, files, kind):
+    start = time.monotonic()
+    bilingual_error(lambda: space_client.predict(
+        handle_file(files[kind]), "auto", 400, 40, None, "CT, MRI", "normal", MEDICAL_CLIP, api_name="/classify"
+    ))
+    if "bomb" in kind:
+        assert time.monotonic() - start < 5.0
+
+
+@pytest.mark.parametrize("space_client", ["medical"], indirect=True)
+@pytest.mark.parametrize("kind", ["text", "empty", "html"])
+def test_medical_refuses_bad_files_named_dcm(space_client, files, tmp_path, kind):
+    renamed = tmp_path / f"{kind}.dcm"
+    renamed.write_bytes(files[kind].read_bytes())
+    bilingual_error(lambda: space_client.predict(handle_file(renamed), "lung", 400, 40, None, api_name="/preview"))
+
+
+@pytest.mark.parametrize("space_client", ["medical"], indirect=True)
+@pytest.mark.parametrize("width", BAD_NUMBERS, ids=BAD_IDS)
+def test_medical_custom_window_width(space_client, width):
+    bilingual_error(lambda: space_client.predict(
+        handle_file(MEDICAL_CT), "custom", width, 40, None, api_name="/preview"
+    ))
+
+
+@pytest.mark.parametrize("space_client", ["medical"], indirect=True)
+@pytest.mark.parametrize(
+    "slice_index", ["NaN", "Infinity", -1, 1e308, "9" * 100_000, True, 1],
+    ids=["nan", "inf", "minus1", "1e308", "100k-chars", "true", "beyond-one-slice"],
+)
+def test_medical_slice_index(space_client, slice_index):
+    bilingual_error(lambda: space_client.predict(
+        handle_file(MEDICAL_CT), "lung", 400, 40, slice_index, api_name="/preview"
+    ))
+
+
+@pytest.mark.parametrize("space_client", ["medical"], indirect=True)
+@pytest.mark.parametrize(
+    ("window", "points", "box"),
+    [(None, "", "1,1,9,9"), ("x" * 100_000, "", "1,1,9,9"), ("lung", "NaN,NaN,1", ""), ("lung", "9" * 100_000, ""),
+     ("lung", "", "[[1, 2, 3, 4]"), ("lung", "", "<script>alert(1)</script>"), ("lung", "", "300,200,100,50"),
+     ("lung", "[[true, false, 1]]", "")],
+    ids=["window-null", "window-100k", "points-nan", "points-100k", "box-bad-json", "box-script", "box-inverted",
+         "points-booleans"],
+)
+def test_medical_malformed_segment_input(space_client, window, points, box):
+    bilingual_error(lambda: space_client.predict(
+        handle_file(MEDICAL_CT), window, 400, 40, None, points, box, MEDICAL_SAM, api_name="/segment"
+    ))
+
+
+@pytest.mark.parametrize("space_client", ["medical"], indirect=True)
+@pytest.mark.parametrize("labels", ["", "x" * 100_000, None], ids=["empty", "100k-chars", "null"])
+def test_medical_refuses_bad_labels(space_client, labels):
+    bilingual_error(lambda: space_client.predict(
+        handle_file(MEDICAL_CT), "lung", 400, 40, None, labels, "normal", MEDICAL_CLIP, api_name="/classify"
+    ))
+
+
+@pytest.mark.parametrize("space_client", ["medical"], indirect=True)
+def test_medical_still_serves(space_client):
+    _, raw, _, _ = space_client.predict(
+        handle_file(MEDICAL_CT), "lung", 400, 40, None, "", "65,95,95,125", MEDICAL_SAM, api_name="/segment"
+    )
+    assert raw["measurements"]["unit"] == "mm" and "not for clinical use" in raw["notice"]
+
+
+# ---- traffic -------------------------------------------------------------------------------------------------
+TRAFFIC_OWL = "owlv2-b16 (tiny)"
+TRAFFIC_BLIP = "blip2-opt-2.7b (tiny)"
+TRAFFIC_STREET = Path(__file__).resolve().parents[2] / "spaces" / "traffic" / "examples" / "street.png"  # 480x320
+
+
+def traffic_video(files, **overrides):
+    """The /video arguments, in order, with a counting line, a stop line with phases and a no-parking zone."""
+    args = {
+        "files": files, "counting_line": "240,150,240,320", "fps": 1, "stop_line": "300,150,300,320",
+        "phases": '[{"start": 0, "end": 3, "state": "red"}]', "direction": "any",
+        "zones": '[{"name": "kerb", "points": [[380, 260], [478, 260], [478, 318], [380, 318]]}]',
+        "no_parking_zones": "kerb", "min_stopped_s": 2, "max_displacement": 8, "queries": "car, bus",
+        "threshold": 0.5, "model": TRAFFIC_OWL,
+    }
+    args.update(overrides)
+    return list(args.values())
+
+
+@pytest.mark.parametrize("space_client", ["traffic"], indirect=True)
+@pytest.mark.parametrize("kind", ["bomb", "header_bomb", "zip", "empty", "truncated_png"])
+def test_traffic_refuses_bad_upload(space_client, files, kind):
+    start = time.monotonic()
+    bilingual_error(lambda: space_client.predict(
+        handle_file(files[kind]), "", "car", 0.1, TRAFFIC_OWL, api_name="/detect"
+    ))
+    bilingual_error(lambda: space_client.predict(*traffic_video([handle_file(files[kind])]), api_name="/video"))
+    assert time.monotonic() - start < 10.0
+
+
+@pytest.mark.parametrize("space_client", ["traffic"], indirect=True)
+@pytest.mark.parametrize("threshold", BAD_NUMBERS, ids=BAD_IDS)
+def test_traffic_threshold(space_client, threshold):
+    bilingual_error(lambda: space_client.predict(
+        handle_file(TRAFFIC_STREET), "", "car", threshold, TRAFFIC_OWL, api_name="/detect"
+    ))
+
+
+@pytest.mark.parametrize("space_client", ["traffic"], indirect=True)
+@pytest.mark.parametrize("field", ["fps", "min_stopped_s", "max_displacement"])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", None, -1, "9" * 100_000], ids=["nan", "inf", "null", "minus1",
+                                                                                      "100k-chars"])
+def test_traffic_video_numbers(space_client, field, value):
+    bilingual_error(lambda: space_client.predict(
+        *traffic_video([handle_file(TRAFFIC_STREET)], **{field: value}), api_name="/video"
+    ))
+
+
+HOSTILE_JSON = [
+    "[{", "x" * 100_000, "[" * 50_000 + "]" * 50_000, '{"name": "a"}', "<script>alert(1)</script>",
+    '[{"name": "a", "points": [[NaN, 1], [2, 2], [3, 1]]}]', '[{"name": "a", "points": [[1e308, 1], [2, 2], [3, 1]]}]',
+    "[" + ",".join(f'{{"name": "z{i}", "points": [[0, 0], [1, 0], [0, 1]]}}' for i in range(25)) + "]", None, 5,
+]
+HOSTILE_JSON_IDS = ["bad-json", "100k-chars", "deep-nesting", "object", "script", "nan", "1e308", "too-many", "null",
+                    "number"]
+
+
+@pytest.mark.parametrize("space_client", ["traffic"], indirect=True)
+@pytest.mark.parametrize("zones", HOSTILE_JSON, ids=HOSTILE_JSON_IDS)
+def test_traffic_hostile_zones(space_client, zones):
+    """Refused with a clear error, or (null: no zones) answered."""
+    from gradio_client.exceptions import AppError
+
+    try:
+        _, counts = space_client.predict(handle_file(TRAFFIC_STREET), zones, "car", 0.5, TRAFFIC_OWL, api_name="/detect")
+    except AppError as error:
+        assert_clean_bilingual(str(error))
+        return
+    assert zones is None and counts["zones"] == []
+
+
+@pytest.mark.parametrize("space_client", ["traffic"], indirect=True)
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("phases", "[{"), ("phases", "[" * 50_000 + "]" * 50_000), ("phases", '["red", "blue"]'),
+     ("phases", '[{"start": "NaN", "end": 1, "state": "red"}]'), ("phases", '["red"]'),
+     ("phases", "[" + ", ".join(['"red"'] * 6000) + "]"), ("counting_line", "9" * 100_000), ("counting_line", "NaN,1,2,3"),
+     ("counting_line", "<script>alert(1)</script>"), ("stop_line", "[[1, 2], [1, 2]]"), ("direction", None),
+     ("direction", "<b>up</b>"), ("no_parking_zones", "x" * 100_000), ("queries", ""), ("model", "../../etc/passwd")],
+    ids=["phases-bad-json", "phases-deep", "phases-blue", "phases-nan", "phases-short", "phases-6000",
+         "line-100k", "line-nan", "line-script", "stop-line-point", "direction-null", "direction-html",
+         "no-parking-100k", "queries-empty", "model-path"],
+)
+def test_traffic_hostile_video_fields(space_client, field, value):
+    from gradio_client.exceptions import AppError
+
+    try:
+        summary, _, _ = space_client.predict(
+            *traffic_video([handle_file(TRAFFIC_STREET)], **{field: value}), api_name="/video"
+        )
+    except AppError as error:
+        assert_clean_bilingual(str(error))
+        return
+    # one state for a one-frame clip is a valid schedule
+    assert (field, value) == ("phases", '["red"]') and summary["frames"] == 1
+
+
+@pytest.mark.parametrize("space_client", ["traffic"], indirect=True)
+def test_traffic_still_serves(space_client):
+    _, counts = space_client.predict(handle_file(TRAFFIC_STREET), "", "car, bus", 0.5, TRAFFIC_OWL, api_name="/detect")
+    assert list(counts["counts"]) == ["car", "bus"]
+    caption, _, raw = space_client.predict(handle_file(TRAFFIC_STREET), TRAFFIC_BLIP, api_name="/scene")
+    assert isinstance(caption, str) and len(raw["answers"]) == 3
