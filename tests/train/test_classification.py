@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 import lmt
 from lmt.errors import InvalidInputError, UnsupportedDeviceError
 from lmt.train import config_from_dict, train
+from tests.hub.test_publish import fake_hub  # noqa: F401  (a fixture)
 
 from .conftest import tiny_config
 
@@ -191,3 +192,20 @@ def test_bad_data_is_reported(tmp_path):
     table.write_text("image,label\nmissing.png,cat\n")
     with pytest.raises(InvalidInputError, match="not found"):
         train(config_from_dict(tiny_config(table, tmp_path / "runs")))
+
+
+def test_a_trained_run_publishes_with_its_names_filled_in(lora_run, fake_hub, monkeypatch):  # noqa: F811
+    """lmt train -> lmt hub push: the uploaded card names the repository and the Hub base model, never a path."""
+    from lmt.hub import push_run
+
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "0" * 32)
+    push_run(lora_run.run_dir, "alice/vit-digits-lora", base_model="google/vit-base-patch16-224")
+    uploaded = fake_hub.staged
+    assert not any(path.startswith("checkpoints/") or path.startswith(".") for path in uploaded)
+    card = ModelCard(uploaded["README.md"].decode())
+    assert card.data.base_model == "google/vit-base-patch16-224" and card.data.library_name == "peft"
+    assert 'adapter="alice/vit-digits-lora"' in card.text
+    assert 'from_pretrained("google/vit-base-patch16-224"' in card.text
+    assert "<user>" not in card.text and "<path-or-hub-id" not in card.text and "/tmp" not in card.text
+    adapter_config = json.loads(uploaded["adapter_config.json"])
+    assert adapter_config["base_model_name_or_path"] == "google/vit-base-patch16-224"

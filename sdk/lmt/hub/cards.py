@@ -17,6 +17,10 @@ from typing import Any
 from lmt.errors import InvalidInputError
 
 TEMPLATE = Path(__file__).resolve().parents[3] / "hub_cards" / "model_card.md"
+#: What a card rendered before its Hub repository was known says instead of the names (see :func:`publish_names`).
+REPO_PLACEHOLDER = "<user>"
+BASE_PLACEHOLDER = "<path-or-hub-id-of-the-base-model>"
+LOCAL_BASE_TEXT = "本地模型，不在 Hub 上 / a local model, not on the Hub"
 LIBRARIES = ("peft", "transformers")
 
 
@@ -111,7 +115,7 @@ def render_model_card(
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results or None,
     )
-    base_name = base_model or "<path-or-hub-id-of-the-base-model>"
+    base_name = base_model or BASE_PLACEHOLDER
     usage_lmt, usage_plain = _usage(repo_id, base_name, library_name, task, model_class, base_kwargs or {})
     return ModelCard.from_template(
         card_data,
@@ -130,4 +134,14 @@ def render_model_card(
         library_name=library_name,
         limitations=limitations
         or "训练数据之外的表现未经评估。Performance outside the training data has not been evaluated.",
+    )
+
+
+def publish_names(card_text: str, run_name: str, repo_id: str, base_model: str) -> str:
+    """A card written at training time (repository ``<user>/<run>``, maybe a local base) with the names it is
+    published under filled in."""
+    return (
+        card_text.replace(f"{REPO_PLACEHOLDER}/{run_name}", repo_id)
+        .replace(BASE_PLACEHOLDER, base_model)
+        .replace(LOCAL_BASE_TEXT, f"[{base_model}](https://huggingface.co/{base_model})")
     )

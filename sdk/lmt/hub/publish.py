@@ -223,12 +223,18 @@ def _collect(run: Path) -> tuple[list[Path], list[str]]:
     return sorted(files, key=Path.as_posix), sorted(excluded)
 
 
-def _rewritten(run: Path, card: Any, info: dict[str, Any], base_model: str) -> dict[str, bytes]:
-    """The files whose uploaded copy differs from the run folder: those that must name the Hub base model."""
+def _rewritten(run: Path, card: Any, info: dict[str, Any], base_model: str, repo_id: str) -> dict[str, bytes]:
+    """The files whose uploaded copy differs from the run folder: those that must name the Hub base model and
+    the repository (a card rendered at training time names neither)."""
+    from lmt.hub.cards import publish_names
+
     changed: dict[str, bytes] = {}
+    original = str(card)
     if card.data.base_model != base_model:
         card.data.base_model = base_model
-        changed[CARD_FILE] = str(card).encode("utf-8")
+    text = publish_names(str(card), run.name, repo_id, base_model)
+    if text != original:
+        changed[CARD_FILE] = text.encode("utf-8")
     if info.get("base_model") != base_model:
         changed[RUN_FILE] = (json.dumps({**info, "base_model": base_model}, ensure_ascii=False, indent=2) + "\n").encode()
     adapter_config = run / ADAPTER_CONFIG
@@ -415,7 +421,7 @@ def push_run(
     _check_weights(run, info.get("library_name"))
     base = _base_model(info, base_model)
     files, excluded = _collect(run)
-    changed = _rewritten(run, card, info, base)
+    changed = _rewritten(run, card, info, base, repo_id)
     sizes = tuple(
         (path.as_posix(), len(changed[path.as_posix()]) if path.as_posix() in changed else (run / path).stat().st_size)
         for path in files

@@ -131,7 +131,7 @@ def finish_run(
 
 
 def write_card(run_dir: Path, config: TrainConfig, objective: Objective, info: dict[str, Any]) -> Path:
-    from lmt.hub.cards import render_model_card
+    from lmt.hub.cards import REPO_PLACEHOLDER, render_model_card
 
     base_kwargs: dict[str, Any] = {}
     labels = info.get("labels")
@@ -142,7 +142,7 @@ def write_card(run_dir: Path, config: TrainConfig, objective: Objective, info: d
     if config.weights == "tiny":
         tags.append("tiny-random-weights")
     card = render_model_card(
-        repo_id=f"<user>/{run_dir.name}",
+        repo_id=f"{REPO_PLACEHOLDER}/{run_dir.name}",  # filled in by lmt hub push
         base_model=info["base_model"],
         library_name=info["library_name"],
         pipeline_tag=objective.pipeline_tag,
