@@ -128,8 +128,16 @@ def save_checkpoint(
 
     _write_atomically(final, write)
     for old in step_checkpoints(folder)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_atomically(old)
     return final
+
+
+def _remove_atomically(path: Path) -> None:
+    """Hide the folder in one rename, then delete it: a kill mid-delete leaves a hidden leftover, never a
+    checkpoint with files missing. :func:`recover` sweeps the leftovers."""
+    hidden = path.parent / f".tmp-removing-{path.name}-{os.getpid()}"
+    os.replace(path, hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def save_best(folder: Path, model: Any) -> Path:

@@ -280,13 +280,17 @@ def train(config: TrainConfig) -> TrainResult:
     logger.info("trainable parameters: %d of %d (%.3f%%)", params.trainable, params.total, params.percent)
 
     sampler = EpochSampler(len(train_records), config.run.seed)
+    # Each loader draws its workers' seed from its own generator when an iterator starts; with the default (the
+    # global RNG) a resumed run would start its epoch's iterator from a different RNG state than the original.
     train_loader = torch.utils.data.DataLoader(
         RecordDataset(train_records), batch_size=config.optim.batch_size, sampler=sampler,
         collate_fn=objective.collate, num_workers=config.run.num_workers,
+        generator=torch.Generator().manual_seed(config.run.seed),
     )
     val_loader = torch.utils.data.DataLoader(
         RecordDataset(val_records), batch_size=config.optim.batch_size, shuffle=False,
         collate_fn=objective.collate, num_workers=config.run.num_workers,
+        generator=torch.Generator().manual_seed(config.run.seed),
     )
     optimizer = _optimizer(model, config)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
@@ -330,9 +334,12 @@ def train(config: TrainConfig) -> TrainResult:
 
     while position.epoch < config.optim.epochs and not stop:
         epoch = position.epoch
-        sampler.set_epoch(epoch)
         loader = (accelerator.skip_first_batches(train_loader, position.batch_in_epoch)
                   if position.batch_in_epoch else train_loader)
+        # accelerate's loaders set their sampler's epoch from their own iteration count when iterated, and a
+        # resumed run's skipping loader starts counting at 0: name the epoch on the loader that is iterated
+        sampler.set_epoch(epoch)
+        loader.set_epoch(epoch)
         model.train()
         objective.on_train_mode(model)
         running, running_count = 0.0, 0
