@@ -11,6 +11,11 @@ if TYPE_CHECKING:
 #: task name -> "module:Class"; imported when used, so one objective's dependencies never burden another.
 OBJECTIVES: dict[str, str] = {
     "image-classification": "lmt.train.objectives.classification:ImageClassificationObjective",
+    "blip2-caption": "lmt.train.objectives.blip2:Blip2CaptionObjective",
+    "blip2-vqa": "lmt.train.objectives.blip2:Blip2VqaObjective",
+    "sam-mask-decoder": "lmt.train.objectives.sam:SamMaskDecoderObjective",
+    "clip-contrastive": "lmt.train.objectives.clip:ClipContrastiveObjective",
+    "clip-zero-shot-head": "lmt.train.objectives.clip:ClipZeroShotHeadObjective",
 }
 
 
