@@ -90,7 +90,8 @@ def test_every_image_has_the_same_layout_and_start(dockerfile):
     assert f"{WORKDIR}/docker/entrypoint.sh" in json.loads(single["CMD"])[-1]
     commands = pip_commands(dockerfile)
     assert commands[0].endswith("-c constraints.txt torch==2.13.0")  # torch alone, first
-    assert commands[-1] == 'pip install --no-cache-dir -c constraints.txt ".[spaces]"'
+    # the application Spaces (medical: pydicom, nibabel) need the apps extra too
+    assert commands[-1] == 'pip install --no-cache-dir -c constraints.txt ".[spaces,apps]"'
 
 
 def test_cpu_image_base():
