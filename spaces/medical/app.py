@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -67,12 +68,21 @@ def read_scan(file, slice_index):
 
 
 def pick_clip(choice, tiny_allowed):
-    """A CLIP from the list, or a CLIPModel checkpoint on the Hub given as 'org/name' (e.g. a medical CLIP)."""
+    """A CLIP from the list, or, when the operator allows it (LMT_SPACE_HUB_MODELS=1), a CLIPModel checkpoint on
+    the Hub given as 'org/name' (e.g. a medical CLIP). Off by default: a visitor could otherwise make a public
+    Space download any repository."""
     try:
         return ui.pick_model(choice, CLIP_TASK, tiny_allowed=tiny_allowed)
     except InvalidInputError:
         if isinstance(choice, str) and HUB_ID.fullmatch(choice) and ".." not in choice:
-            return choice, "real"
+            if os.environ.get("LMT_SPACE_HUB_MODELS") == "1":
+                return choice, "real"
+            raise InvalidInputError(
+                f"'{choice}' is not one of this Space's models. Its operator can allow Hub CLIP checkpoints by "
+                "setting LMT_SPACE_HUB_MODELS=1, or run the Space locally with that setting.",
+                f"'{choice}' 不是本 Space 提供的模型。Space 的运营者可以设置 LMT_SPACE_HUB_MODELS=1 以允许 Hub 上的 "
+                "CLIP 检查点，你也可以在本地用该设置运行这个 Space。",
+            ) from None
         raise
 
 
@@ -254,8 +264,8 @@ def build_demo(tiny: bool = False) -> gr.Blocks:
                     clip_choices = ui.model_choices(CLIP_TASK, tiny=tiny)
                     model = gr.Dropdown(
                         clip_choices, value=clip_choices[0], label=ui.text("模型", "Model"), allow_custom_value=True,
-                        info=ui.text("也可填 Hub 上的 CLIP 检查点 org/name（如医学 CLIP）",
-                                     "or a CLIP checkpoint on the Hub as org/name (e.g. a medical CLIP)"),
+                        info=ui.text("运营者设置 LMT_SPACE_HUB_MODELS=1 后，也可填 Hub 上的 CLIP 检查点 org/name（如医学 CLIP）",
+                                     "with LMT_SPACE_HUB_MODELS=1 set by the operator, also a Hub CLIP as org/name"),
                     )
                     run = gr.Button(ui.text("打分", "Score"), variant="primary", elem_id="medical-classify-run")
                 with gr.Column():

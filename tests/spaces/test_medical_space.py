@@ -124,9 +124,12 @@ def test_errors_are_bilingual_and_clean(space_client, tmp_path):
     assert "no pixel data" in bilingual(lambda: classify(space_client, nopix))
 
 
-def test_a_hub_clip_checkpoint_is_accepted_and_fails_clearly_offline(space_client):
+def test_hub_clip_checkpoints_need_the_operators_consent(space_client, monkeypatch):
+    refused = bilingual(lambda: classify(space_client, CT, model="some-lab/medical-clip"))
+    assert "LMT_SPACE_HUB_MODELS=1" in refused
+    monkeypatch.setenv("LMT_SPACE_HUB_MODELS", "1")  # the Space runs in this process: the setting reaches it
     message = bilingual(lambda: classify(space_client, CT, model="some-lab/medical-clip"))
-    assert "some-lab/medical-clip" in message
+    assert "some-lab/medical-clip" in message and "LMT_SPACE_HUB_MODELS" not in message
 
 
 def test_exports_are_written_into_gradios_cleaned_cache(space_client):
