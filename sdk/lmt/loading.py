@@ -383,7 +383,13 @@ def load(
     """
     from lmt.device import resolve_device, resolve_dtype
 
-    resolved = resolve(model, weights, task)
+    try:
+        resolved = resolve(model, weights, task)
+    except UnsupportedTaskError:
+        # a backbone (e.g. dinov2-small) is fit for classification once an adapter brings the trained head
+        if not (adapter and task == "image-classification" and _adapter_head_kwargs(adapter, adapter_revision)):
+            raise
+        resolved = resolve(model, weights, None)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(torch_device, dtype)
     model_cls_name = _model_class(resolved, task).__name__

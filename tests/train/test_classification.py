@@ -209,3 +209,44 @@ def test_a_trained_run_publishes_with_its_names_filled_in(lora_run, fake_hub, mo
     assert "<user>" not in card.text and "<path-or-hub-id" not in card.text and "/tmp" not in card.text
     adapter_config = json.loads(uploaded["adapter_config.json"])
     assert adapter_config["base_model_name_or_path"] == "google/vit-base-patch16-224"
+
+
+def test_trained_adapter_by_hub_id_and_a_hub_base(lora_run, digits_small, tmp_path, monkeypatch):
+    """The run folder, published as a Hub repository, loads by Hub id (pinned or not) to the trained predictions;
+    and a base given by Hub id is written into the card as that id."""
+    from lmt.tiny import tiny_model_path
+    from tests.hubcache import lay_out_hub_repo, use_hub_cache
+
+    cache = tmp_path / "hub"
+    commit, base_commit = "a" * 40, "b" * 40
+    lay_out_hub_repo(cache, "alice/vit-digits-lora", {commit: lora_run.run_dir}, {"main": commit, "v1": commit})
+    lay_out_hub_repo(cache, "lmt-test/tiny-vit", {base_commit: tiny_model_path("vit")}, {"main": base_commit})
+    use_hub_cache(monkeypatch, cache)
+
+    images = _val_images(digits_small)
+    processor = lmt.load("vit", weights="tiny", task="image-classification").processor
+    expected = _logits(lora_run.model, processor, images).softmax(-1)
+    for revision in (None, "v1", commit):
+        classify = lmt.ImageClassification("vit", weights="tiny", adapter="alice/vit-digits-lora",
+                                           adapter_revision=revision)
+        for row, result in zip(expected, classify(images, top_k=10), strict=True):
+            scores = {p.label: p.score for p in result.predictions}
+            assert [scores[str(i)] for i in range(10)] == pytest.approx(row.tolist(), abs=1e-6)
+
+    # an unregistered Hub base: its family comes from its config, and the card names it
+    result = train(config_from_dict(tiny_config(digits_small, tmp_path / "runs", model="lmt-test/tiny-vit",
+                                                weights="real", optim={"epochs": 1})))
+    card = ModelCard.load(result.run_dir / "README.md").data.to_dict()
+    assert card["base_model"] == "lmt-test/tiny-vit"
+    assert json.loads((result.run_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        "lmt-test/tiny-vit"
+
+
+def test_dinov2_backbone_gets_a_new_head(digits_small, tmp_path):
+    result = train(config_from_dict(tiny_config(digits_small, tmp_path, model="dinov2", optim={"epochs": 1})))
+    info = json.loads((result.run_dir / "lmt_run.json").read_text())
+    assert info["model_class"] == "Dinov2ForImageClassification" and len(info["labels"]) == 10
+    trainable = [name for name, p in result.model.named_parameters() if p.requires_grad]
+    assert any("classifier" in name for name in trainable) and any("lora_" in name for name in trainable)
+    classify = lmt.ImageClassification("dinov2", weights="tiny", adapter=str(result.run_dir))
+    assert len(classify(_val_images(digits_small, 2), top_k=3)) == 2
