@@ -29,6 +29,7 @@ from packaging.version import Version
 
 import lmt
 from lmt.errors import InvalidInputError, LmtError
+from lmt.hub.publish import hub_error, hub_token
 from lmt.spaces_paths import list_spaces, spaces_root
 
 logger = logging.getLogger(__name__)
@@ -225,57 +226,6 @@ def _check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def _hub_error(err: Exception, repo_id: str) -> LmtError:
-    """A bilingual error for a failed Hub call. The token is never part of it."""
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    if isinstance(err, OfflineModeIsEnabled):
-        return LmtError(
-            "HF_HUB_OFFLINE is set, so the Hub cannot be reached. Unset it to deploy: unset HF_HUB_OFFLINE",
-            "已设置 HF_HUB_OFFLINE，无法连接 Hub。部署前请取消：unset HF_HUB_OFFLINE",
-        )
-    if isinstance(err, HfHubHTTPError):
-        status = err.response.status_code if err.response is not None else None
-        detail = (err.server_message or "").strip().splitlines()[0][:200] if err.server_message else ""
-        if status == 401:
-            return LmtError(
-                "The Hub refused the token (401). Log in again with `hf auth login` or set a valid HF_TOKEN.",
-                "Hub 拒绝了该令牌（401）。请用 `hf auth login` 重新登录，或设置有效的 HF_TOKEN。",
-            )
-        if status == 403:
-            return LmtError(
-                f"The token may not write to '{repo_id}' (403). Use a token with write access to that namespace. "
-                f"{detail}".strip(),
-                f"该令牌无权写入 '{repo_id}'（403）。请使用对该命名空间有写权限的令牌。{detail}".strip(),
-            )
-        if status == 409:
-            return LmtError(
-                f"'{repo_id}' conflicts with an existing repository (409), perhaps a model or dataset of that name. "
-                f"Choose another --repo. {detail}".strip(),
-                f"'{repo_id}' 与已有仓库冲突（409），可能是同名的模型或数据集仓库。请换一个 --repo。{detail}".strip(),
-            )
-        return LmtError(
-            f"The Hub answered HTTP {status} for '{repo_id}'. {detail}".strip(),
-            f"Hub 对 '{repo_id}' 返回了 HTTP {status}。{detail}".strip(),
-        )
-    return LmtError(
-        "Cannot reach the Hugging Face Hub: check the network (or HF_ENDPOINT) and try again.",
-        "无法连接 Hugging Face Hub：请检查网络（或 HF_ENDPOINT）后重试。",
-    )
-
-
-def _token() -> str:
-    from huggingface_hub import get_token
-
-    token = get_token()
-    if not token:
-        raise LmtError(
-            "No Hugging Face token found. Log in with `hf auth login`, or set HF_TOKEN to a token with write access.",
-            "未找到 Hugging Face 令牌。请运行 `hf auth login` 登录，或把 HF_TOKEN 设为有写权限的令牌。",
-        )
-    return token
-
-
 def deploy_space(name: str, repo_id: str, *, private: bool = False, dry_run: bool = False) -> Deployment:
     """Bundle Space ``name`` and upload it to the Space repository ``repo_id`` (created if missing).
 
@@ -283,7 +233,7 @@ def deploy_space(name: str, repo_id: str, *, private: bool = False, dry_run: boo
     ``dry_run`` bundles and lists the files without contacting the Hub.
     """
     repo_id = _check_repo_id(repo_id)
-    token = None if dry_run else _token()
+    token = None if dry_run else hub_token()
     with tempfile.TemporaryDirectory(prefix="lmt-space-") as tmp:
         folder = bundle_space(name, Path(tmp) / name)
         files = tuple(bundle_files(folder))
@@ -300,5 +250,5 @@ def deploy_space(name: str, repo_id: str, *, private: bool = False, dry_run: boo
                 commit_message=f"Deploy the {name} Space (lmt {lmt.__version__})",
             )
         except (HTTPError, OSError) as err:  # HfHubHTTPError, transport errors and offline mode are among these
-            raise _hub_error(err, repo_id) from None
+            raise hub_error(err, repo_id, action="deploy", action_zh="部署") from None
     return Deployment(repo_id, files, url=str(repo))

@@ -306,7 +306,7 @@ def _repo_url(repo_id: str, revision: str | None) -> str:
 
 
 # ---- Hub calls -------------------------------------------------------------------------------------------------
-def hub_error(err: Exception, repo_id: str) -> LmtError:
+def hub_error(err: Exception, repo_id: str, *, action: str = "publish", action_zh: str = "发布") -> LmtError:
     """A bilingual error for a failed Hub call. Built from the status and the server's message, never the token."""
     from huggingface_hub.errors import (
         HfHubHTTPError,
@@ -329,8 +329,8 @@ def hub_error(err: Exception, repo_id: str) -> LmtError:
         )
     if isinstance(err, OfflineModeIsEnabled):
         return LmtError(
-            "HF_HUB_OFFLINE is set, so the Hub cannot be reached. Unset it to publish: unset HF_HUB_OFFLINE",
-            "已设置 HF_HUB_OFFLINE，无法连接 Hub。发布前请取消：unset HF_HUB_OFFLINE",
+            f"HF_HUB_OFFLINE is set, so the Hub cannot be reached. Unset it to {action}: unset HF_HUB_OFFLINE",
+            f"已设置 HF_HUB_OFFLINE，无法连接 Hub。{action_zh}前请取消：unset HF_HUB_OFFLINE",
         )
     if isinstance(err, LocalEntryNotFoundError):
         return WeightsUnavailableError(
@@ -353,6 +353,12 @@ def hub_error(err: Exception, repo_id: str) -> LmtError:
                 f"{detail}".strip(),
                 f"该令牌无权写入 '{repo_id}'（403）。请使用对该命名空间有写权限的令牌。{detail}".strip(),
             )
+        if status == 409:
+            return LmtError(
+                f"'{repo_id}' conflicts with an existing repository (409), perhaps a model or dataset of that name. "
+                f"Choose another --repo. {detail}".strip(),
+                f"'{repo_id}' 与已有仓库冲突（409），可能是同名的模型或数据集仓库。请换一个 --repo。{detail}".strip(),
+            )
         return LmtError(
             f"The Hub answered HTTP {status} for '{repo_id}'. {detail}".strip(),
             f"Hub 对 '{repo_id}' 返回了 HTTP {status}。{detail}".strip(),
@@ -363,7 +369,8 @@ def hub_error(err: Exception, repo_id: str) -> LmtError:
     )
 
 
-def _token(token: str | None) -> str:
+def hub_token(token: str | None = None) -> str:
+    """The token to write with: ``token``, else ``HF_TOKEN`` / ``hf auth login``'s. Never printed or logged."""
     from huggingface_hub import get_token
 
     token = token or get_token()
@@ -434,11 +441,11 @@ def push_run(
     )
     if dry_run:
         return plan
-    hub_token = _token(token)
+    write_token = hub_token(token)
     with tempfile.TemporaryDirectory(prefix="lmt-push-") as tmp:
         staging = Path(tmp) / run.resolve().name
         _stage(run, files, changed, staging)
-        commit_url = _upload(staging, plan, hub_token)
+        commit_url = _upload(staging, plan, write_token)
     logger.info("Pushed %s to %s (%d files)", run, plan.url, len(plan.files))
     return replace(plan, commit_url=commit_url)
 
