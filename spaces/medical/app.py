@@ -13,7 +13,6 @@ into a per-request folder inside that cache, so gradio serves them without a cop
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import tempfile
@@ -84,36 +83,6 @@ def pick_clip(choice, tiny_allowed):
                 "CLIP 检查点，你也可以在本地用该设置运行这个 Space。",
             ) from None
         raise
-
-
-def parse_numbers(text, name, form, sizes):
-    """'1,2,3; 4,5,6' or a JSON list of lists -> lists of numbers; empty text -> []."""
-    text = ui.short_text(text, name, allow_empty=True, max_chars=500)
-    if not text:
-        return []
-    if text.startswith("["):
-        try:
-            groups = json.loads(text)
-        except json.JSONDecodeError:
-            groups = None
-    else:
-        groups = [part.split(",") for part in re.split(r"[;\n]", text) if part.strip()]
-    if groups and all(isinstance(v, (int, float)) for v in groups):
-        groups = [groups]  # one flat JSON list is one group
-    if not isinstance(groups, list):
-        raise InvalidInputError(f"Write {name} as '{form}'.", f"{name} 的格式应为 '{form}'。")
-    parsed = []
-    for index, group in enumerate(groups):
-        try:
-            numbers = [float(v) for v in group if not isinstance(v, bool)] if isinstance(group, list) else []
-        except (TypeError, ValueError):
-            numbers = []
-        if len(numbers) not in sizes or len(numbers) != len(group):
-            raise InvalidInputError(
-                f"{name}: item #{index} is not written as {form}.", f"{name} 的第 {index} 项格式不对，应为 {form}。"
-            )
-        parsed.append(numbers)
-    return parsed
 
 
 def export_folder():
@@ -202,8 +171,8 @@ def segment(file, window, window_width, window_level, slice_index, points, box, 
     """
     scan = read_scan(file, slice_index)
     chosen = window_value(window, window_width, window_level)
-    point_list = parse_numbers(points, "points", "x,y,label", (2, 3))
-    boxes = parse_numbers(box, "box", "x0,y0,x1,y1", (4,))
+    point_list = ui.number_groups(points, "points", "x,y,label", (2, 3))
+    boxes = ui.number_groups(box, "box", "x0,y0,x1,y1", (4,))
     if len(boxes) > 1:
         raise InvalidInputError("Give one box: one lesion per request.", "请只给一个框：每次分割一个病灶。")
     name, weights = ui.pick_model(model, SAM_TASK, tiny_allowed=tiny_allowed)
@@ -220,7 +189,7 @@ def add_click(points, box, corner, mode, evt: gr.SelectData):
     """A click on the preview adds a point on (1) or off (0) the lesion, or one corner of the box."""
     x, y = (int(v) for v in evt.index)
     if mode != "box":
-        clicked = [*parse_numbers(points, "points", "x,y,label", (2, 3)), [x, y, 1 if mode == "include" else 0]]
+        clicked = [*ui.number_groups(points, "points", "x,y,label", (2, 3)), [x, y, 1 if mode == "include" else 0]]
         return "; ".join(",".join(f"{v:g}" for v in p) for p in clicked), box, None
     if corner is None:
         return points, box, [x, y]

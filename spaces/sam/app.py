@@ -7,8 +7,6 @@ Re-prompting the same image reuses its cached image embedding, so only SAM's lig
 from __future__ import annotations
 
 import argparse
-import json
-import re
 from pathlib import Path
 
 import gradio as gr
@@ -23,39 +21,6 @@ EXAMPLES = Path(__file__).resolve().parent / "examples"
 MAX_MASKS = 64  # segment-everything masks shown and returned, best first
 POINT_FORM = "x,y,label"
 BOX_FORM = "x0,y0,x1,y1"
-
-
-def parse_groups(text, name, form, sizes):
-    """'x,y,label; x,y,label' or a JSON list like [[x, y, label], ...] -> lists of numbers; empty text -> []."""
-    text = ui.short_text(text, name, allow_empty=True)
-    if not text:
-        return []
-    if text.startswith("["):
-        try:
-            groups = json.loads(text)
-        except json.JSONDecodeError:
-            groups = None
-    else:
-        groups = [part.split(",") for part in re.split(r"[;\n]", text) if part.strip()]
-    if not isinstance(groups, list):
-        raise InvalidInputError(
-            f"Write {name} as '{form}; {form}' or as a JSON list of lists.",
-            f"{name} 的格式应为 '{form}; {form}'，或 JSON 列表的列表。",
-        )
-    parsed = []
-    for index, group in enumerate(groups):
-        try:
-            numbers = [float(v) for v in group if not isinstance(v, bool)] if isinstance(group, list) else []
-        except (TypeError, ValueError):
-            numbers = []
-        if len(numbers) not in sizes or len(numbers) != len(group):
-            shown = (",".join(str(v) for v in group) if isinstance(group, list) else str(group))[:40]
-            raise InvalidInputError(
-                f"{name}: item #{index} ({shown}) is not written as {form}.",
-                f"{name} 的第 {index} 项（{shown}）格式不对，应为 {form}。",
-            )
-        parsed.append(numbers)
-    return parsed
 
 
 def format_groups(groups):
@@ -88,8 +53,8 @@ def segment(image, points, boxes, multimask, model, tiny_allowed=False, progress
         The image with the masks, and per mask its score, box and area as JSON.
     """
     path = ui.image_path(image)
-    point_list = parse_groups(points, "points", POINT_FORM, (2, 3))
-    box_list = parse_groups(boxes, "boxes", BOX_FORM, (4,))
+    point_list = ui.number_groups(points, "points", POINT_FORM, (2, 3))
+    box_list = ui.number_groups(boxes, "boxes", BOX_FORM, (4,))
     if not point_list and not box_list:
         raise InvalidInputError(
             "Add at least one point or box (click on the image, or type them); to segment the whole image, "
@@ -142,12 +107,12 @@ def add_click(points, boxes, corner, mode, evt: gr.SelectData):
     """A click on the image adds an include/exclude point, or one corner of a box (the second click closes it)."""
     x, y = (int(v) for v in evt.index)
     if mode != "box":
-        clicked = [*parse_groups(points, "points", POINT_FORM, (2, 3)), [x, y, 1 if mode == "include" else 0]]
+        clicked = [*ui.number_groups(points, "points", POINT_FORM, (2, 3)), [x, y, 1 if mode == "include" else 0]]
         return format_groups(clicked), boxes, None
     if corner is None:
         return points, boxes, [x, y]
     box = [min(corner[0], x), min(corner[1], y), max(corner[0], x), max(corner[1], y)]
-    return points, format_groups([*parse_groups(boxes, "boxes", BOX_FORM, (4,)), box]), None
+    return points, format_groups([*ui.number_groups(boxes, "boxes", BOX_FORM, (4,)), box]), None
 
 
 def build_demo(tiny: bool = False) -> gr.Blocks:

@@ -304,10 +304,11 @@ def test_sam_points_per_side(space_client, points_per_side):
 @pytest.mark.parametrize("space_client", ["sam"], indirect=True)
 @pytest.mark.parametrize(
     "points",
-    ["1,2,3,4,5", "a,b,1", "[[1, 2, 1]", '{"x": 1}', "[[true, false, 1]]", "[1, 2, 1]", ";;;,,,", "NaN,NaN,1",
+    # (a flat JSON list such as [1, 2, 1] is one point, not malformed)
+    ["1,2,3,4,5", "a,b,1", "[[1, 2, 1]", '{"x": 1}', "[[true, false, 1]]", "[1, 2]]", ";;;,,,", "NaN,NaN,1",
      "1e308,1e308,1", "9" * 100_000, "<script>alert(1)</script>"],
-    ids=["five-numbers", "letters", "bad-json", "json-object", "booleans", "flat-json", "separators", "nan", "1e308",
-         "100k-chars", "script"],
+    ids=["five-numbers", "letters", "bad-json", "json-object", "booleans", "unbalanced-json", "separators", "nan",
+         "1e308", "100k-chars", "script"],
 )
 def test_sam_malformed_points(space_client, points):
     bilingual_error(lambda: space_client.predict(handle_file(CAT), points, "", True, SAM, api_name="/segment"))

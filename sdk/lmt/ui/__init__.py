@@ -18,6 +18,7 @@ import functools
 import logging
 import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -155,6 +156,45 @@ def short_text(value: Any, name: str, *, allow_empty: bool = False, max_chars: i
         raise InvalidInputError(f"{name} is empty.", f"{name} 为空，请填写。")
     return value
 
+
+
+def number_groups(value: Any, name: str, form: str, sizes: tuple[int, ...]) -> list[list[float]]:
+    """Groups of numbers typed as ``'1,2,3; 4,5,6'`` (or one per line) or sent as JSON (``[[1, 2, 3], ...]``, or
+    one flat list for one group), each with a length in ``sizes``; empty text gives ``[]``. For points
+    (``x,y,label``) and boxes (``x0,y0,x1,y1``) typed into a text field or sent by an API client."""
+    import json
+
+    text = short_text(value, name, allow_empty=True)
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            groups = json.loads(text)
+        except json.JSONDecodeError:
+            groups = None
+    else:
+        groups = [part.split(",") for part in re.split(r"[;\n]", text) if part.strip()]
+    if isinstance(groups, list) and groups and all(isinstance(v, (int, float)) for v in groups):
+        groups = [groups]  # one flat JSON list is one group
+    if not isinstance(groups, list):
+        raise InvalidInputError(
+            f"Write {name} as '{form}; {form}' or as a JSON list of lists.",
+            f"{name} 的格式应为 '{form}; {form}'，或 JSON 列表的列表。",
+        )
+    parsed = []
+    for index, group in enumerate(groups):
+        try:
+            numbers = [float(v) for v in group if not isinstance(v, bool)] if isinstance(group, list) else []
+        except (TypeError, ValueError):
+            numbers = []
+        if len(numbers) not in sizes or len(numbers) != len(group):
+            shown = (",".join(str(v) for v in group) if isinstance(group, list) else str(group))[:40]
+            raise InvalidInputError(
+                f"{name}: item #{index} ({shown}) is not written as {form}.",
+                f"{name} 的第 {index} 项（{shown}）格式不对，应为 {form}。",
+            )
+        parsed.append(numbers)
+    return parsed
 
 def flag(value: Any, name: str) -> bool:
     """A checkbox value from the API: only true/false are accepted (not "yes", 1 or null)."""
