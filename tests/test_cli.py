@@ -42,7 +42,7 @@ def test_help_and_models_import_nothing_heavy(args):
 
 
 def test_every_subcommand_has_help():
-    for command in ("models", "predict", "env", "hub"):
+    for command in ("models", "predict", "env", "hub", "export"):
         result = _lmt(command, "--help")
         assert result.returncode == 0 and "usage: lmt" in result.stdout
 

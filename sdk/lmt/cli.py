@@ -493,11 +493,57 @@ def run_data_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- lmt export ---------------------------------------------------------------------------------------------------
+EXPORT_EPILOG = """examples:
+  lmt export vit-b16 --tiny --out build/vit-onnx
+  lmt export clip-vit-b32 --tiny --quantize int8 --out build/clip-onnx --json
+"""
+
+
+def add_export_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a model to ONNX (optionally int8/fp16) and check it against PyTorch",
+        description="Export a model to ONNX files in DIR, run them with onnxruntime on a sample batch and report "
+        "the largest difference from PyTorch. Families: vit, resnet, dinov2, clip (image and text towers).",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXPORT_EPILOG,
+    )
+    parser.add_argument("model", help="registry name, Hub id or local folder, e.g. vit-b16")
+    parser.add_argument("--tiny", action="store_true", help="use the family's offline tiny random-weight variant")
+    parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
+    parser.add_argument("--quantize", choices=("int8", "fp16"), help="also write <graph>.int8.onnx or .fp16.onnx")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder to write to")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    parser.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from lmt.deploy.export import export_onnx
+
+    result = export_onnx(
+        args.model, weights="tiny" if args.tiny else "real", out=args.out, quantize=args.quantize, opset=args.opset
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    for graph in result.graphs:
+        outputs = ", ".join(f"{o.name}{list(o.shape)}" for o in graph.outputs)
+        line = f"{graph.file}: {outputs}, max |onnx - torch| = {graph.max_abs_diff:.2e}"
+        if graph.quantized_file:
+            quantized = graph.quantized_max_abs_diff
+            line += f"; {graph.quantized_file}: " + (f"{quantized:.2e}" if quantized is not None else "not run here")
+        print(line)
+    for name, size in result.sizes.items():
+        print(f"{_size(size):>10}  {name}")
+    print(f"\nExported {result.model} ({result.weights} weights) to {result.out_dir}")
+    return 0
+
+
 # ---- the parser ----------------------------------------------------------------------------------------------------
 #: Sub-commands, in the order `lmt --help` lists them. Later features append their own add_*_parser here.
 COMMANDS: list[Callable[[Any], None]] = [
     add_models_parser, add_predict_parser, add_env_parser, add_space_parser, add_gallery_parser,
-    add_spaces_parser, add_hub_parser, add_train_parser, add_data_parser,
+    add_spaces_parser, add_hub_parser, add_train_parser, add_data_parser, add_export_parser,
 ]
 
 
