@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from lmt.errors import InvalidInputError, LmtError
@@ -461,7 +462,7 @@ def run_train(args: argparse.Namespace) -> int:
 # ---- lmt data -----------------------------------------------------------------------------------------------------
 def add_data_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "data", help="dataset tools", description="Dataset tools: write sample datasets to train and test on.",
+        "data", help="dataset tools", description="Dataset tools: write sample datasets, validate a dataset, split it into train/val/test.",
     )
     commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     sample = commands.add_parser(
@@ -476,6 +477,34 @@ def add_data_parser(subparsers: Any) -> None:
                         help="digits: label by digit, by parity (even/odd), or digits rotated by 90 degrees")
     sample.add_argument("--count", type=int, default=64, help="shapes: how many scenes")
     sample.set_defaults(run=run_data_sample)
+    validate = commands.add_parser(
+        "validate", help="find corrupt, duplicate, leaked, tiny and odd images, class typos and imbalance",
+        description="Validate a dataset (an ImageFolder tree or a .csv/.jsonl with image and label columns): "
+        "corrupt or truncated images, exact and near duplicates, train/val leakage, tiny images, odd pixel modes, "
+        "near-identical class names, class imbalance. Exits 0 when clean, 1 when anything is found. Never "
+        "changes source files: --fix writes cleaned CSV manifests instead.",
+    )
+    validate.add_argument("source", help="the training set: a folder of <class>/<image> or a .csv/.jsonl file")
+    validate.add_argument("--val", default=None, help="a validation set to check for leakage against the source")
+    validate.add_argument("--out", default=None, help="write report.md, report.json and PNG histograms here")
+    validate.add_argument("--fix", action="store_true",
+                          help="with --out: write clean/train.csv (and clean/val.csv) without corrupt, tiny, "
+                          "duplicate and leaked images")
+    validate.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    validate.set_defaults(run=run_data_validate)
+    split = commands.add_parser(
+        "split", help="split a dataset into train/val/test CSV manifests (stratified, seeded, group-aware)",
+        description="Split a dataset into train.csv, val.csv and test.csv that `lmt train` reads as data.train and "
+        "data.val. Stratified by label; with --group-column (a .csv/.jsonl column such as patient or video) a "
+        "group never straddles splits.",
+    )
+    split.add_argument("source", help="a folder of <class>/<image> or a .csv/.jsonl file")
+    split.add_argument("--out", required=True, help="folder for train.csv, val.csv, test.csv")
+    split.add_argument("--val", type=float, default=0.1, help="fraction for validation (default 0.1)")
+    split.add_argument("--test", type=float, default=0.1, help="fraction for test (default 0.1)")
+    split.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    split.add_argument("--group-column", default=None, help="keep records sharing this column's value together")
+    split.set_defaults(run=run_data_split)
 
 
 def run_data_sample(args: argparse.Namespace) -> int:
@@ -490,6 +519,44 @@ def run_data_sample(args: argparse.Namespace) -> int:
             raise InvalidInputError("--count must lie in [1, 100000].", "--count 应在 [1, 100000] 之内。")
         folder = write_shapes(args.folder, count=args.count, size=args.size or 64)
     print(f"Wrote the '{args.name}' sample dataset to {folder}")
+    return 0
+
+
+def run_data_validate(args: argparse.Namespace) -> int:
+    from lmt.data.validate import report_markdown, validate_dataset, write_clean_manifest, write_report
+
+    if args.fix and not args.out:
+        raise InvalidInputError("--fix needs --out DIR to write the cleaned manifests to.",
+                                "--fix 需要 --out 目录来写入清洗后的清单。")
+    report = validate_dataset(args.source, splits={"val": args.val} if args.val else None)
+    if args.out:
+        path = write_report(report, args.out)
+        if args.fix:
+            for split in ("train", "val") if args.val else ("train",):
+                write_clean_manifest(report, Path(args.out) / "clean" / f"{split}.csv", split=split)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(report_markdown(report), end="")
+        if args.out:
+            print(f"Report: {path}")
+    return 0 if report.ok else 1
+
+
+def run_data_split(args: argparse.Namespace) -> int:
+    from lmt.data.split import split_records, write_split_manifests
+    from lmt.train.data import read_records
+
+    columns = {"image": "image", "label": "label"}
+    if args.group_column:
+        if Path(args.source).is_dir():
+            raise InvalidInputError("--group-column needs a .csv/.jsonl source; a folder has no columns.",
+                                    "--group-column 需要 .csv/.jsonl 数据源；目录没有列。")
+        columns[args.group_column] = args.group_column
+    result = split_records(read_records(args.source, columns), val=args.val, test=args.test, seed=args.seed,
+                           group_key=args.group_column)
+    for name, path in write_split_manifests(result, args.out).items():
+        print(f"{name}: {len(result.split(name))} images -> {path}")
     return 0
 
 
