@@ -65,7 +65,9 @@ def save_model(run_dir: Path, config: TrainConfig, objective: Objective, model: 
         for peft_config in model.peft_config.values():
             # never a local path: the Hub id when known, else the base's display name
             peft_config.base_model_name_or_path = base_id or base_display_name(config, objective)
-        model.save_pretrained(run_dir, safe_serialization=True)
+        # training never resizes the vocabulary: without this, peft asks the Hub whether the base's config exists
+        # (and warns when the base is not on the Hub) to decide whether to save whole embedding matrices
+        model.save_pretrained(run_dir, safe_serialization=True, save_embedding_layers=False)
     objective.processor.save_pretrained(run_dir)
 
 
