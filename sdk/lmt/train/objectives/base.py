@@ -3,12 +3,13 @@
 An objective knows one task: which records it reads, how to load the model for it, how to batch records,
 the training loss, and the evaluation metrics. The loop (``lmt.train.loop``) knows nothing task-specific.
 
-To add an objective: subclass :class:`Objective`, fill in the class attributes and the methods marked
-"subclasses implement", and add it to ``OBJECTIVES`` in ``lmt/train/objectives/__init__.py``.
+To add an objective: subclass :class:`Objective`, fill in the class attributes and its abstract methods
+(a subclass that misses one cannot be instantiated), and add it to ``OBJECTIVES`` in ``lmt/train/objectives/__init__.py``.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from lmt.train.config import TrainConfig
 
 
-class Objective:
+class Objective(ABC):
     #: The ``task`` value in the config.
     name: str = ""
     #: The SDK task (``lmt.pipeline`` name) that runs the trained model, for the card's usage code.
@@ -51,7 +52,7 @@ class Objective:
         """Record key -> column name in the user's CSV/JSONL."""
         return {key: getattr(self.config.data, attr) for key, attr in self.record_columns.items()}
 
-    def setup(self, train_records: Sequence[dict], val_records: Sequence[dict]) -> None:
+    def setup(self, train_records: Sequence[dict], val_records: Sequence[dict]) -> None:  # noqa: B027 (optional hook)
         """Learn what the data says before the model loads (e.g. the label set). Default: nothing."""
 
     # ------------------------------------------------------------------ model
@@ -109,7 +110,7 @@ class Objective:
             )
         return list(self.family.lora_target_modules)
 
-    def freeze_for_full(self, model: Any) -> None:
+    def freeze_for_full(self, model: Any) -> None:  # noqa: B027 (optional hook)
         """Which parameters full fine-tuning trains. Default: all of them."""
 
     def on_train_mode(self, model: Any) -> None:
@@ -123,22 +124,22 @@ class Objective:
             ):
                 module.eval()
 
-    # ------------------------------------------------------------------ steps (subclasses implement)
+    # ------------------------------------------------------------------ steps (every objective has its own)
+    @abstractmethod
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         """Records (images opened) -> a batch of tensors."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss(self, model: Any, batch: dict[str, Any]) -> torch.Tensor:
         """The scalar training loss of one batch."""
-        raise NotImplementedError
 
+    @abstractmethod
     def eval_step(self, model: Any, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Per-example tensors (first dimension = batch), always including ``loss``; gathered across processes."""
-        raise NotImplementedError
 
+    @abstractmethod
     def compute_metrics(self, outputs: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, Any]]:
         """(scalar metrics, extras such as a confusion matrix) from all gathered ``eval_step`` outputs."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ outputs
     def run_info(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from abc import abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -89,11 +90,13 @@ class _Blip2TextObjective(Objective):
     max_positions: int | None = None
 
     # ------------------------------------------------------------------ what a record says
+    @abstractmethod
     def prompt_text(self, record: dict[str, Any]) -> str:
-        raise NotImplementedError
+        """The text before the target: empty for a caption, the question in the VQA template for VQA."""
 
+    @abstractmethod
     def target_text(self, record: dict[str, Any]) -> str:
-        raise NotImplementedError
+        """The text the model learns to produce after the prompt."""
 
     # ------------------------------------------------------------------ model
     def load_model(self, device_map: Any = None, quantization_config: Any = None) -> Any:
