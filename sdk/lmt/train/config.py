@@ -32,9 +32,8 @@ TRAIN_TASKS: dict[str, tuple[str, ...]] = {
     "blip2-vqa": ("blip2",),
 }
 
-TrainTask = Literal[
-    "image-classification", "clip-contrastive", "clip-zero-shot-head", "sam-mask-decoder", "blip2-caption", "blip2-vqa"
-]
+#: The ``task`` values, checked like any other Literal field (derived, so the two never disagree).
+TrainTask = Literal[tuple(TRAIN_TASKS)]  # type: ignore[valid-type]
 
 
 @dataclass
