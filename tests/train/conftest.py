@@ -42,6 +42,11 @@ def tiny_config(data: Path, output: Path, **sections) -> dict:
         "optim": {"epochs": 2, "batch_size": 16, "lr": 3e-3},
         "run": {"output_dir": str(output), "log_every_steps": 2},
     }
+    return with_sections(config, **sections)
+
+
+def with_sections(config: dict, **sections) -> dict:
+    """``config`` with ``sections`` applied: a dict updates that section's keys, anything else replaces the key."""
     for key, value in sections.items():
         if isinstance(value, dict):
             config.setdefault(key, {}).update(value)

@@ -24,6 +24,8 @@ from lmt.errors import InvalidInputError
 from lmt.train import config_from_dict, load_config, train
 from lmt.train.objectives import clip as clip_objectives
 
+from .conftest import with_sections
+
 REPO = Path(__file__).resolve().parents[2]
 COLOURS = ["blue", "green", "red"]
 VAL_COUNT = 24
@@ -69,12 +71,7 @@ def _config(task: str, train_file: Path, val_file: Path, output: Path, **section
         "optim": {"epochs": 3, "batch_size": BATCH, "lr": 1e-2},
         "run": {"output_dir": str(output), "log_every_steps": 1},
     }
-    for key, value in sections.items():
-        if isinstance(value, dict):
-            config.setdefault(key, {}).update(value)
-        else:
-            config[key] = value
-    return config
+    return with_sections(config, **sections)
 
 
 def _rows(path: Path) -> list[dict]:

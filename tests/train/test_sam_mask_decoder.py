@@ -18,6 +18,8 @@ import lmt
 from lmt.errors import InvalidInputError
 from lmt.train import config_from_dict, train
 
+from .conftest import with_sections
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -52,12 +54,7 @@ def sam_config(shapes: dict[str, Path], output: Path, **sections) -> dict:
         "optim": {"epochs": 2, "batch_size": 4, "lr": 1e-2},
         "run": {"output_dir": str(output), "log_every_steps": 1},
     }
-    for key, value in sections.items():
-        if isinstance(value, dict):
-            config.setdefault(key, {}).update(value)
-        else:
-            config[key] = value
-    return config
+    return with_sections(config, **sections)
 
 
 def _objective(values: dict):
