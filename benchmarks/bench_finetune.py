@@ -26,11 +26,9 @@ imports, builds the model, runs its steps, and reports the peak RSS growth over 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import time
@@ -42,15 +40,13 @@ from typing import Any
 # Run as a script, this folder is on sys.path. bench_foundation sets HF_HUB_OFFLINE and friends on import, before
 # anything reads them; the children inherit them.
 from bench_foundation import (
-    BUSY_LOAD,
     Goal,
-    _display_path,
     machine_info,
+    measure_and_write,
     median,
     paired_ratio,
     rounded,
     time_rounds,
-    wait_until_idle,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -498,35 +494,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     out = args.out or DEFAULT_OUT[mode]
     command_args = list(sys.argv[1:] if argv is None else argv)
-    import torch
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
-    wait_until_idle(args.wait_idle)
-    load_before = os.getloadavg()[0]
-    if load_before > BUSY_LOAD:
-        print(f"warning: the 1-minute load average is {load_before:.1f}: other work on this machine will slow the "
-              "measurements unevenly; the load is recorded in the results", file=sys.stderr)
-    started = time.perf_counter()
-    try:
-        results = run(settings)
-    finally:
-        torch.set_num_threads(previous_threads)
-    results = {
-        "benchmark": "finetune",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", "benchmarks/bench_finetune.py", *command_args]),
-        "out": _display_path(out),
-        "total_s": round(time.perf_counter() - started, 1),
-    } | results
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(render_markdown(results), encoding="utf-8")
-    print_table(results)
-    print(f"wrote {out} and {out.with_suffix('.md')} in {results['total_s']} s")
-    return results
+    return measure_and_write("finetune", run, settings, out=out, command_args=command_args,
+                             wait_idle=args.wait_idle, render_markdown=render_markdown, print_table=print_table)
 
 
 if __name__ == "__main__":

@@ -776,29 +776,54 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = args.out or DEFAULT_OUT[mode]
     command_args = list(sys.argv[1:] if argv is None else argv)
 
-    import torch
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # "Loading weights" bars would bury the log
     settings = MODES[mode]
+
+    def run_recording_load(settings: Settings) -> dict[str, Any]:
+        load_start = os.getloadavg()[0]
+        results = run(settings)
+        # other work on the machine slows both sides of a ratio, but not always alike: say how busy it was
+        results["machine"]["load_average_1min"] = {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}
+        return results
+
+    return measure_and_write("foundation", run_recording_load, settings, out=out, command_args=command_args,
+                             wait_idle=args.wait_idle, render_markdown=render_markdown, print_table=print_table)
+
+
+def measure_and_write(
+    name: str,
+    run: Callable[[Any], dict[str, Any]],
+    settings: Any,
+    *,
+    out: Path,
+    command_args: list[str],
+    wait_idle: float,
+    render_markdown: Callable[[dict[str, Any]], str],
+    print_table: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Run ``run(settings)`` on ``settings.threads`` torch threads (after waiting for an idle machine, warning when
+    busy), then write the results with the command and date to ``out`` (JSON) and its ``.md``, and print the table.
+    Shared by every benchmark script."""
+    import torch
+
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
-    wait_until_idle(args.wait_idle)
-    load_before = os.getloadavg()
-    if load_before[0] > BUSY_LOAD:
-        print(f"warning: the 1-minute load average is {load_before[0]:.1f}: other work on this machine will slow "
-              "the measurements unevenly; the load is recorded in the results", file=sys.stderr)
+    wait_until_idle(wait_idle)
+    load_before = os.getloadavg()[0]
+    if load_before > BUSY_LOAD:
+        print(f"warning: the 1-minute load average is {load_before:.1f}: other work on this machine will slow the "
+              "measurements unevenly; the load is recorded in the results", file=sys.stderr)
     started = time.perf_counter()
     try:
         results = run(settings)
     finally:
         torch.set_num_threads(previous_threads)
-    # other work on the machine slows both sides of a ratio, but not always alike: say how busy it was
-    results["machine"]["load_average_1min"] = {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)}
     results = {
-        "benchmark": "foundation",
+        "benchmark": name,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", "benchmarks/bench_foundation.py", *command_args]),
+        "command": shlex.join(["python", f"benchmarks/bench_{name}.py", *command_args]),
         "out": _display_path(out),
         "total_s": round(time.perf_counter() - started, 1),
     } | results
@@ -808,7 +833,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print_table(results)
     print(f"wrote {out} and {out.with_suffix('.md')} in {results['total_s']} s")
     return results
-
 
 if __name__ == "__main__":
     main()
