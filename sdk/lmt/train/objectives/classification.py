@@ -32,6 +32,15 @@ def label_set(train_records: Sequence[dict], val_records: Sequence[dict]) -> lis
     return labels
 
 
+def classification_outputs(logits: Any, labels: Any) -> dict[str, Any]:
+    """Per-example ``loss``/``prediction``/``target`` of a batch, as :func:`classification_metrics` reads them."""
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    return {"loss": F.cross_entropy(logits, labels, reduction="none"), "prediction": logits.argmax(-1),
+            "target": labels}
+
+
 def classification_metrics(outputs: dict[str, Any], num_classes: int) -> tuple[dict[str, float], dict[str, Any]]:
     """loss, accuracy and macro F1 from per-example ``loss``/``prediction``/``target``, plus the confusion matrix."""
     from torchmetrics.functional.classification import (
@@ -87,14 +96,7 @@ class ImageClassificationObjective(Objective):
         return F.cross_entropy(logits.float(), batch["labels"])
 
     def eval_step(self, model: Any, batch: dict[str, Any]) -> dict[str, Any]:
-        import torch.nn.functional as F
-
-        logits = model(pixel_values=batch["pixel_values"]).logits.float()
-        return {
-            "loss": F.cross_entropy(logits, batch["labels"], reduction="none"),
-            "prediction": logits.argmax(-1),
-            "target": batch["labels"],
-        }
+        return classification_outputs(model(pixel_values=batch["pixel_values"]).logits, batch["labels"])
 
     def compute_metrics(self, outputs: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
         return classification_metrics(outputs, len(self.labels))

@@ -18,7 +18,7 @@ from typing import Any
 
 from lmt.errors import InvalidInputError
 from lmt.train.objectives.base import Objective
-from lmt.train.objectives.classification import classification_metrics, label_set
+from lmt.train.objectives.classification import classification_metrics, classification_outputs, label_set
 
 #: Rows of the validation similarity matrix computed at once: bounds memory on large validation sets.
 SIMILARITY_CHUNK = 1024
@@ -193,14 +193,7 @@ class ClipZeroShotHeadObjective(_ClipObjective):
         return F.cross_entropy(self._logits(model, batch), batch["labels"])
 
     def eval_step(self, model: Any, batch: dict[str, Any]) -> dict[str, Any]:
-        import torch.nn.functional as F
-
-        logits = self._logits(model, batch)
-        return {
-            "loss": F.cross_entropy(logits, batch["labels"], reduction="none"),
-            "prediction": logits.argmax(-1),
-            "target": batch["labels"],
-        }
+        return classification_outputs(self._logits(model, batch), batch["labels"])
 
     def compute_metrics(self, outputs: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
         return classification_metrics(outputs, len(self.labels))
