@@ -7,6 +7,7 @@
 #   make test-slow         the slower suites (learning checks, load, browser, notebooks)
 #   make test-real         tests that download real Hub weights (GitHub's real-weights job)
 #   make lint              ruff check
+#   make docs              the course site: mkdocs build --strict, then a check of every internal link
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -33,7 +34,7 @@ else
   $(error WEIGHTS must be 'tiny' or 'real', not '$(WEIGHTS)')
 endif
 
-.PHONY: demo test test-slow test-real lint setup
+.PHONY: demo test test-slow test-real lint setup docs
 
 demo: $(STAMP)
 	$(BIN)/lmt predict zero-shot-image-classification --model clip-vit-b32 $(DEMO_WEIGHTS) \
@@ -65,6 +66,12 @@ test-real: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# NO_MKDOCS_2_WARNING: mkdocs-material prints a banner about its successor on every build.
+docs: export NO_MKDOCS_2_WARNING = 1
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+	$(BIN)/python docs/check_links.py build/site
 
 setup: $(STAMP)
 
