@@ -1,4 +1,4 @@
-"""Training examples: read an ImageFolder tree or a CSV/JSONL file into records, split, and serve them.
+"""Training examples: read an ImageFolder tree, a CSV/JSONL file or a dataset folder into records, split, serve them.
 
 A record is a plain dict: ``{"image": <path>, "label": "cat"}``, ``{"image": ..., "caption": ...}``,
 ``{"image": ..., "question": ..., "answer": ...}`` or ``{"image": ..., "mask": <path>}``. Image paths in a
@@ -69,8 +69,14 @@ def read_records(source: str | Path, columns: dict[str, str]) -> list[dict[str, 
     """Records from an ImageFolder tree or a CSV/JSONL file; ``columns`` maps record keys to column names.
 
     Every column named in ``columns`` must be present in every row; image (and mask) paths must exist.
+    A dataset folder written by ``lmt data import`` (``save_to_disk``) gives its ``train`` split, or the split
+    whose folder is named (``ds/validation``); see :func:`lmt.data.formats.dataset_records`.
     """
+    from lmt.data.formats import dataset_records, is_dataset_dir
+
     path = Path(source).expanduser()
+    if is_dataset_dir(path):
+        return dataset_records(path, columns)
     if path.is_dir():
         if set(columns) - {"image", "label"}:
             raise _data_error(
