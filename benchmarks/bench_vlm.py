@@ -135,7 +135,10 @@ def measure_one(name: str, tiny: bool, decode_tokens: int) -> dict[str, Any]:
                                 **options)
         total_s = time.perf_counter() - start
     generated = output.shape[1] - prompt_tokens
-    decode_s = max(total_s - prefill_s, 1e-9)
+    # decode time is a difference of two runs: on a busy machine the prefill can vary by more than the whole decode,
+    # leaving nothing (or a negative time) to divide by; such a figure is reported as unmeasured, never as a speed
+    decode_s = total_s - prefill_s
+    decode_per_s = round((generated - 1) / decode_s, 3) if decode_s > 0.05 * prefill_s else None
     params = sum(p.numel() for p in model.parameters())
     return {
         "model": name, "variant": "tiny random weights" if tiny else "real-size architecture, random weights",
@@ -143,14 +146,14 @@ def measure_one(name: str, tiny: bool, decode_tokens: int) -> dict[str, Any]:
         "prompt_tokens": prompt_tokens, "image_tokens": image_tokens, "decode_tokens": generated - 1,
         "build_s": round(build_s, 2), "prefill_s": round(prefill_s, 3),
         "prefill_tokens_per_s": round(prompt_tokens / prefill_s, 2),
-        "decode_tokens_per_s": round((generated - 1) / decode_s, 3),
+        "decode_s": round(decode_s, 3), "decode_tokens_per_s": decode_per_s,
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
 
 
 def run(settings: Settings) -> dict[str, Any]:
     """Each model in its own subprocess, so that its peak memory is its own."""
-    rows = []
+    rows, load_start = [], os.getloadavg()[0]
     for name in settings.models:
         command = [sys.executable, __file__, "--one", name, "--decode-tokens", str(settings.decode_tokens),
                    "--threads", str(settings.threads), *(["--tiny"] if settings.mode == "tiny" else [])]
@@ -160,7 +163,9 @@ def run(settings: Settings) -> dict[str, Any]:
                          f"exit {done.returncode}"})
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    return {"mode": settings.mode, "machine": machine_info(), "models": rows}
+    # other work on the machine slows every figure: say how busy it was
+    machine = {**machine_info(), "load_average_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}}
+    return {"mode": settings.mode, "machine": machine, "models": rows}
 
 
 def render_markdown(results: dict[str, Any]) -> str:

@@ -39,6 +39,7 @@ _LAZY = {
     "VisualQuestionAnswering": "lmt.tasks",
     "ZeroShotObjectDetection": "lmt.tasks",
     "ImageFeatureExtraction": "lmt.tasks",
+    "ImageTextToText": "lmt.tasks",
     "EmbeddingIndex": "lmt.retrieval",
     "load_image": "lmt.images",
     "load_images": "lmt.images",
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from lmt.tasks import (
         ImageClassification,
         ImageFeatureExtraction,
+        ImageTextToText,
         ImageToText,
         MaskGeneration,
         VisualQuestionAnswering,
@@ -76,6 +78,7 @@ __all__ = [
     "EmbeddingIndex",
     "ImageClassification",
     "ImageFeatureExtraction",
+    "ImageTextToText",
     "ImageToText",
     "InvalidImageError",
     "InvalidInputError",

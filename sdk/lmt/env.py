@@ -43,10 +43,16 @@ _ONNXRUNTIME_DISTRIBUTIONS = (
 )
 
 #: Environment variables that change where models come from or where files go.
-ENV_VARS: tuple[str, ...] = ("HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "LMT_HOME")
+ENV_VARS: tuple[str, ...] = (
+    "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "LMT_HOME", "LMT_DEVICE", "LMT_ONNX_DEVICE",
+    # thread counts that torch (OpenMP/MKL) reads at start-up
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+)
 
 #: x86 flags as /proc/cpuinfo spells them; "neon" is added separately (aarch64 calls it "asimd").
-_X86_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+_X86_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx_vnni", "amx_int8")
+#: Where the Ascend CANN toolkit is looked for when no environment variable names it (set_env.sh sets them).
+_CANN_HOMES = ("/usr/local/Ascend/ascend-toolkit/latest", "/usr/local/Ascend/cann")
 
 
 def _read_text(path: str) -> str | None:
@@ -72,7 +78,7 @@ def cpu_features() -> dict[str, bool]:
     """The CPU instructions that decide what runs fast here; all False where they cannot be read (non-Linux).
 
     >>> sorted(cpu_features())[:3]
-    ['amx_bf16', 'amx_tile', 'avx2']
+    ['amx_bf16', 'amx_int8', 'amx_tile']
     """
     flags = _cpu_flags()
     features = {name: name in flags for name in _X86_FLAGS}
@@ -84,6 +90,15 @@ def cpu_has_fast_bf16() -> bool:
     """True only with AVX-512-BF16 or AMX-BF16: elsewhere bf16 on the CPU is emulated, ~300x slower than fp32."""
     features = cpu_features()
     return features["avx512_bf16"] or features["amx_bf16"]
+
+
+def cpu_has_fast_int8() -> bool:
+    """True with VNNI (AVX-512 or AVX) or AMX-INT8: int8 dot products in one instruction, so int8 gains most.
+
+    Without them (AVX2 only) onnxruntime's int8 kernels still beat float32, by less.
+    """
+    features = cpu_features()
+    return features["avx512_vnni"] or features["avx_vnni"] or features["amx_int8"]
 
 
 def _distribution_version(name: str) -> str | None:
@@ -127,7 +142,19 @@ def _torch_report(torch: Any, error: str | None) -> dict[str, Any]:
         "interop_threads": torch.get_num_interop_threads(),
         "cuda_build": torch.version.cuda,
         "hip_build": getattr(torch.version, "hip", None),
+        # oneDNN runs CPU convolutions (and channels_last); OpenMP the intra-op threads
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "openmp": bool(torch.backends.openmp.is_available()),
     }
+
+
+def _tf32(torch: Any) -> dict[str, str] | str:
+    from lmt.device import tf32_state
+
+    try:
+        return tf32_state()
+    except Exception as exc:  # the report must not fail on a torch build that lacks these switches
+        return f"unknown: {_describe(exc)}"
 
 
 def _cuda_report(torch: Any) -> dict[str, Any]:
@@ -135,6 +162,7 @@ def _cuda_report(torch: Any) -> dict[str, Any]:
         return {"available": False, "devices": []}
     try:
         available = bool(torch.cuda.is_available())
+        cudnn = torch.backends.cudnn.version() if available else None
         devices = []
         for index in range(torch.cuda.device_count() if available else 0):
             major, minor = torch.cuda.get_device_capability(index)
@@ -150,19 +178,36 @@ def _cuda_report(torch: Any) -> dict[str, Any]:
             )
     except Exception as exc:  # a driver mismatch raises here; report it instead
         return {"available": False, "devices": [], "error": _describe(exc)}
-    return {"available": available, "devices": devices}
+    # TF32 (Ampere and newer) trades float32 matmul precision for speed: worth seeing in a bug report
+    return {"available": available, "devices": devices, "cudnn": cudnn, "tf32": _tf32(torch)}
+
+
+def _cann_report() -> dict[str, str | None]:
+    """The Ascend CANN toolkit: its folder and the version its install record gives (None when absent)."""
+    candidates = [os.environ.get(name) for name in ("ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH")]
+    for home in [c for c in candidates if c] + list(_CANN_HOMES):
+        if not os.path.isdir(home):
+            continue
+        info = _read_text(os.path.join(home, f"{platform.machine()}-linux", "ascend_toolkit_install.info")) or ""
+        version = next((line.partition("=")[2].strip() for line in info.splitlines()
+                        if line.startswith("version=")), None)
+        return {"home": home, "version": version}
+    return {"home": None, "version": None}
 
 
 def _npu_report(torch: Any) -> dict[str, Any]:
     """Huawei Ascend through torch_npu. Found with find_spec first: importing it without CANN can break torch."""
+    cann = _cann_report()
     try:
         spec = importlib.util.find_spec("torch_npu")
     except (ImportError, ValueError) as exc:
-        return {"installed": False, "status": f"unknown: {_describe(exc)}", "devices": []}
+        return {"installed": False, "status": f"unknown: {_describe(exc)}", "devices": [], "cann": cann}
     if spec is None:
-        return {"installed": False, "status": "not installed", "devices": []}
+        return {"installed": False, "status": "not installed", "devices": [], "cann": cann}
+    version = _distribution_version("torch-npu") or _distribution_version("torch_npu")
     if torch is None:
-        return {"installed": True, "status": "installed but unusable: torch does not import", "devices": []}
+        return {"installed": True, "version": version, "status": "installed but unusable: torch does not import",
+                "devices": [], "cann": cann}
     try:
         importlib.import_module("torch_npu")
         available = bool(torch.npu.is_available())
@@ -170,11 +215,14 @@ def _npu_report(torch: Any) -> dict[str, Any]:
         devices = [{"name": torch.npu.get_device_name(index)} for index in range(count)]
     # Without the Ascend CANN toolkit torch_npu fails in many ways (OSError, ImportError, RuntimeError...).
     except Exception as exc:
-        return {"installed": True, "status": f"installed but unusable: {_describe(exc)}", "devices": []}
+        return {"installed": True, "version": version, "status": f"installed but unusable: {_describe(exc)}",
+                "devices": [], "cann": cann}
     return {
         "installed": True,
+        "version": version,
         "status": "available" if available else "installed, no device",
         "devices": devices,
+        "cann": cann,
     }
 
 
@@ -253,6 +301,7 @@ def environment_report() -> dict[str, Any]:
             "usable_cores": _usable_cores(),
             "features": cpu_features(),
             "fast_bf16": cpu_has_fast_bf16(),
+            "fast_int8": cpu_has_fast_int8(),
         },
         "memory": _memory_gib(),
         "env": {name: os.environ.get(name) for name in ENV_VARS},

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from lmt.errors import (
     InvalidInputError,
     LmtError,
+    MissingDependencyError,
     UnknownModelError,
+    UnsupportedDeviceError,
     UnsupportedTaskError,
     WeightsUnavailableError,
     missing_dependency,
@@ -55,7 +57,11 @@ _AUTO_CLASSES = {
     "mask-generation": "AutoModel",
     "image-to-text": "AutoModelForImageTextToText",
     "visual-question-answering": "AutoModelForImageTextToText",
+    "image-text-to-text": "AutoModelForImageTextToText",
 }
+
+#: Weight quantizations (bitsandbytes, CUDA only) that :func:`load` accepts.
+QUANTIZATIONS = ("4bit", "8bit")
 
 
 @dataclass
@@ -72,6 +78,8 @@ class LoadedModel:
     dtype: torch.dtype
     revision: str | None = None
     adapter: str | None = None
+    #: "4bit" or "8bit" when the weights were quantized on load (bitsandbytes), else None.
+    quantization: str | None = None
     #: Per-model caches that task calls keep (label embeddings, SAM image embeddings ...).
     caches: dict[str, LRUCache] = field(default_factory=dict, repr=False)
     _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -221,16 +229,16 @@ def _load_uncached(
     adapter: str | None,
     adapter_revision: str | None,
     trust_remote_code: bool,
+    quantization: str | None = None,
 ) -> LoadedModel:
-    import transformers
-
     model_cls = _model_class(resolved, task)
-    processor_cls_name = resolved.family.processor_class if resolved.family is not None else "AutoProcessor"
-    processor_cls = getattr(transformers, processor_cls_name)
+    processor_cls = processor_class(resolved.family.processor_class if resolved.family is not None else "AutoProcessor")
     hub_revision = None if resolved.is_local else revision
-    head_kwargs = {}
+    head_kwargs: dict[str, Any] = {}
     if adapter and model_cls.__name__.endswith("ForImageClassification"):
         head_kwargs = _adapter_head_kwargs(adapter, adapter_revision)
+    if quantization is not None:  # bitsandbytes places the weights on the GPU itself
+        head_kwargs.update(quantization_config=quantization_config(quantization, dtype), device_map={"": device})
     try:
         model = model_cls.from_pretrained(
             resolved.source,
@@ -264,7 +272,9 @@ def _load_uncached(
         raise
     if adapter:
         model = _apply_adapter(model, adapter, adapter_revision)
-    model.to(device).eval()
+    if quantization is None:  # a quantized model is on its device already and refuses .to()
+        model.to(device)
+    model.eval()
     return LoadedModel(
         name=resolved.name,
         source=resolved.source,
@@ -276,7 +286,62 @@ def _load_uncached(
         dtype=dtype,
         revision=hub_revision,
         adapter=adapter,
+        quantization=quantization,
     )
+
+
+def processor_class(name: str) -> Any:
+    """The processor class a family names: a transformers class ("Blip2Processor"), or one of ours given as
+    "package.module:ClassName" (e.g. the image-only processors of lmt.models._vlm_processors)."""
+    import importlib
+
+    import transformers
+
+    if ":" in name:
+        module, _, class_name = name.partition(":")
+        return getattr(importlib.import_module(module), class_name)
+    return getattr(transformers, name)
+
+
+def quantization_config(quantization: str, dtype: torch.dtype) -> Any:
+    """The bitsandbytes config for 4-bit (NF4, computing in ``dtype``) or 8-bit weights."""
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+    )
+
+
+def check_quantization(quantization: Any, device: torch.device) -> str | None:
+    """``quantization`` checked: None, or "4bit"/"8bit" on a CUDA device with bitsandbytes installed."""
+    if quantization is None:
+        return None
+    if quantization not in QUANTIZATIONS:
+        raise InvalidInputError(
+            f"quantization must be '4bit', '8bit' or None, not {quantization!r:.40}.",
+            f"quantization 只能是 '4bit'、'8bit' 或 None，而不是 {quantization!r:.40}。",
+        )
+    if device.type != "cuda":
+        from lmt.device import available_devices
+
+        raise UnsupportedDeviceError(
+            f"{quantization} weights (bitsandbytes) load on CUDA GPUs only; this call runs on '{device.type}' "
+            f"(available here: {', '.join(available_devices())}). Leave quantization unset to load full-precision "
+            "weights, or run on an NVIDIA GPU.",
+            f"{quantization} 量化权重（bitsandbytes）只能在 CUDA GPU 上加载；本次运行设备为 '{device.type}'"
+            f"（本机可用：{', '.join(available_devices())}）。请不要设置 quantization（加载全精度权重），或在 NVIDIA GPU 上运行。",
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{quantization} weights need the 'bitsandbytes' package, which is not installed. Install it with: "
+            "pip install bitsandbytes",
+            f"{quantization} 量化权重需要安装 'bitsandbytes' 包。请运行：pip install bitsandbytes",
+        ) from exc
+    return quantization
 
 
 def _adapter_head_kwargs(adapter: str, adapter_revision: str | None) -> dict[str, Any]:
@@ -375,11 +440,13 @@ def load(
     adapter_revision: str | None = None,
     trust_remote_code: bool = False,
     cache: ModelCache | None = None,
+    quantization: str | None = None,
 ) -> LoadedModel:
     """Load ``model`` (registry name, Hub id or local folder) for ``task``, through the shared LRU cache.
 
     ``weights="tiny"`` loads the family's tiny random-weight variant (offline). ``adapter`` is a peft adapter
-    (Hub id or folder), optionally pinned with ``adapter_revision``.
+    (Hub id or folder), optionally pinned with ``adapter_revision``. ``quantization="4bit"`` or ``"8bit"`` loads
+    the weights through bitsandbytes, on CUDA only (refused elsewhere with the reason).
     """
     from lmt.device import resolve_device, resolve_dtype
 
@@ -392,14 +459,16 @@ def load(
         resolved = resolve(model, weights, None)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(torch_device, dtype)
+    quantization = check_quantization(quantization, torch_device)
     model_cls_name = _model_class(resolved, task).__name__
     key = (
         resolved.source, revision, model_cls_name, str(torch_device), str(torch_dtype), adapter, adapter_revision,
-        trust_remote_code,
+        trust_remote_code, quantization,
     )
     return (cache if cache is not None else MODEL_CACHE).get_or_load(
         key,
         lambda: _load_uncached(
-            resolved, task, revision, torch_device, torch_dtype, adapter, adapter_revision, trust_remote_code
+            resolved, task, revision, torch_device, torch_dtype, adapter, adapter_revision, trust_remote_code,
+            quantization,
         ),
     )

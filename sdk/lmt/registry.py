@@ -31,6 +31,7 @@ TASKS: tuple[str, ...] = (
     "visual-question-answering",
     "zero-shot-object-detection",
     "image-feature-extraction",
+    "image-text-to-text",
 )
 
 
@@ -101,6 +102,8 @@ _BUILTIN_FAMILY_MODULES = (
     "lmt.models.blip2",
     "lmt.models.owlv2",
     "lmt.models.owlvit",
+    "lmt.models.qwen2_5_vl",
+    "lmt.models.internvl",
 )
 
 

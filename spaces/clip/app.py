@@ -10,7 +10,6 @@ from pathlib import Path
 
 import gradio as gr
 
-import lmt
 from lmt import ui
 
 TITLE = "CLIP"
@@ -38,7 +37,7 @@ def classify(image, labels, template, model, adapter, tiny_allowed=False, progre
     name, weights = ui.pick_model(model, TASK, tiny_allowed=tiny_allowed)
     progress(0.1, desc=ui.text("加载模型", "Loading the model"))
     adapter_id, adapter_revision = ui.adapter_spec(adapter)
-    classifier = lmt.pipeline(TASK, name, weights=weights, adapter=adapter_id, adapter_revision=adapter_revision)
+    classifier = ui.pipeline(TASK, name, weights=weights, adapter=adapter_id, adapter_revision=adapter_revision)
     progress(0.5, desc=ui.text("推理中", "Running"))
     result = classifier(
         path, labels=ui.short_text(labels, "labels"), template=ui.short_text(template, "template", max_chars=200)
@@ -65,7 +64,7 @@ def search(gallery, query, top_k, model, tiny_allowed=False, progress=gr.Progres
     k = ui.number(top_k, "top_k", 1, 20, integer=True)
     name, weights = ui.pick_model(model, TASK, tiny_allowed=tiny_allowed)
     progress(0.1, desc=ui.text("加载模型", "Loading the model"))
-    embedder = lmt.pipeline("image-feature-extraction", name, weights=weights)
+    embedder = ui.pipeline("image-feature-extraction", name, weights=weights)
     progress(0.3, desc=ui.text("嵌入图库", "Embedding the gallery"))
     index = embedder.build_index(paths, ids=[str(i) for i in range(len(paths))])
     hits = embedder.search(text, index, top_k=k)

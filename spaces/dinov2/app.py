@@ -23,7 +23,7 @@ PREVIEW_VALUES = 16
 
 def _embedder(model, tiny_allowed):
     name, weights = ui.pick_model(model, TASK, tiny_allowed=tiny_allowed, names=MODELS)
-    return name, lmt.pipeline(TASK, name, weights=weights)
+    return name, ui.pipeline(TASK, name, weights=weights)
 
 
 @ui.gpu(duration=90)

@@ -12,6 +12,7 @@ import gradio as gr
 
 import lmt
 from lmt import ui
+from lmt.advanced import explain_image
 
 TITLE = "ViT"
 TASK = "image-classification"
@@ -39,10 +40,33 @@ def classify(image, top_k, model, adapter, tiny_allowed=False, progress=gr.Progr
     name, weights = ui.pick_model(model, TASK, tiny_allowed=tiny_allowed, names=MODELS)
     progress(0.1, desc=ui.text("加载模型", "Loading the model"))
     adapter_id, adapter_revision = ui.adapter_spec(adapter)
-    classifier = lmt.pipeline(TASK, name, weights=weights, adapter=adapter_id, adapter_revision=adapter_revision)
+    classifier = ui.pipeline(TASK, name, weights=weights, adapter=adapter_id, adapter_revision=adapter_revision)
     progress(0.5, desc=ui.text("推理中", "Running"))
     result = classifier(path, top_k=k)
     return result.as_label_dict(), result.to_dict()
+
+
+@ui.gpu(duration=60)
+@ui.guard
+def explain(image, method, model, tiny_allowed=False, progress=gr.Progress()):
+    """Show where the Vision Transformer looks: a heat map for its top class, overlaid on the image.
+
+    Args:
+        image: The image to explain (PNG, JPEG, WebP ...).
+        method: "gradcam" (gradient-weighted class activation map) or "rollout" (attention rollout, class-agnostic).
+        model: A Vision Transformer model from the list.
+
+    Returns:
+        The image with the heat map overlaid (red = most relevant), and the explanation as JSON.
+    """
+    path = ui.image_path(image)
+    name, weights = ui.pick_model(model, TASK, tiny_allowed=tiny_allowed, names=MODELS)
+    progress(0.1, desc=ui.text("加载模型", "Loading the model"))
+    # gradients and attention weights exist only in PyTorch, so explanations use it whatever ui.backend() says
+    classifier = lmt.pipeline(TASK, name, weights=weights, backend="torch")
+    progress(0.5, desc=ui.text("计算热力图", "Computing the heat map"))
+    result = explain_image(classifier, path, method=method)
+    return result.overlay, result.to_dict() | {"backend": "torch", "classify_backend": ui.backend()}
 
 
 def build_demo(tiny: bool = False) -> gr.Blocks:
@@ -63,10 +87,24 @@ def build_demo(tiny: bool = False) -> gr.Blocks:
             with gr.Column():
                 label = gr.Label(num_top_classes=10, label=ui.text("结果", "Result"), elem_id="vit-label")
                 raw = gr.JSON(label="JSON")
+                with gr.Accordion(ui.text("解释：模型看了哪里", "Explain: where the model looks"), open=False):
+                    gr.Markdown(
+                        "热力图需要梯度，始终用 PyTorch 后端计算（ONNX 后端不提供梯度）。"
+                        " Heat maps need gradients, so they always run on the PyTorch back-end, even when the"
+                        " Space classifies with ONNX."
+                    )
+                    method = gr.Radio(["gradcam", "rollout"], value="gradcam", label=ui.text("方法", "Method"))
+                    explain_run = gr.Button(ui.text("生成热力图", "Explain"), elem_id="vit-explain")
+                    heatmap = gr.Image(type="pil", label=ui.text("热力图", "Heat map"), elem_id="vit-heatmap")
+                    explanation = gr.JSON(label=ui.text("解释 JSON", "Explanation JSON"))
         tiny_flag = gr.State(tiny)
         run.click(
             classify, [image, top_k, model, adapter, tiny_flag], [label, raw],
             api_name="classify", preprocess=False, concurrency_limit=ui.CONCURRENCY_LIMIT,
+        )
+        explain_run.click(
+            explain, [image, method, model, tiny_flag], [heatmap, explanation],
+            api_name="explain", preprocess=False, concurrency_limit=ui.CONCURRENCY_LIMIT,
         )
 
         def run_example(image_file):

@@ -117,6 +117,11 @@ def run_task(task: str, folder: Path, family: registry.ModelFamily, image: Image
         assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
     elif task == "mask-generation":
         run_sam_point_prompt(folder, family, image)
+    elif task == "image-text-to-text":
+        pipe = transformers.pipeline(task, model=str(folder))
+        messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "什么？"}]}]
+        result = pipe(text=messages, max_new_tokens=5)
+        assert isinstance(result[0]["generated_text"][-1]["content"], str)
     elif task == "image-to-text":
         pipe = transformers.pipeline("image-text-to-text", model=str(folder))
         result = pipe(images=image, text="", max_new_tokens=5)
@@ -186,8 +191,8 @@ def test_tiny_variant_builds_reloads_and_runs(name: str, tmp_path: Path, rgb_ima
         processor = transformers.AutoImageProcessor.from_pretrained(folder)
     else:
         processor = transformers.AutoProcessor.from_pretrained(folder)
-        if family.processor_class != "AutoProcessor":
-            assert type(processor).__name__ == family.processor_class
+        if family.processor_class != "AutoProcessor":  # a transformers class, or "our.module:Class"
+            assert type(processor).__name__ == family.processor_class.rpartition(":")[2]
 
     for task in family.tasks:
         run_task(task, folder, family, rgb_image)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.parametrize("space_client", list(SPACES), indirect=True
 
 
 def test_api_names(space_client):
-    assert set(space_client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/classify"}
+    assert set(space_client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/classify", "/explain"}
 
 
 def test_classify(space_client, request):

@@ -91,6 +91,7 @@ def test_labels_are_exactly_the_assistant_answers(model: str, chat_data: Path, t
     )
 
 
+@pytest.mark.slow  # ~20 s per model on a free 2-core CPU: 20 optimizer steps
 @pytest.mark.parametrize("model", MODELS)
 def test_lora_loss_falls_on_the_answers(model: str, chat_data: Path, tmp_path: Path) -> None:
     objective, base = _objective(model, chat_data, tmp_path)
@@ -116,6 +117,7 @@ def test_lora_loss_falls_on_the_answers(model: str, chat_data: Path, tmp_path: P
     assert min(losses[-5:]) < 0.5 * losses[0], losses
 
 
+@pytest.mark.slow  # ~30 s on a free 2-core CPU: a training run, two loads and generation
 def test_adapter_round_trips_through_lmt_load(chat_data: Path, tmp_path: Path) -> None:
     import lmt
     from lmt.train import checkpoint as ckpt
@@ -126,7 +128,9 @@ def test_adapter_round_trips_through_lmt_load(chat_data: Path, tmp_path: Path) -
     info = json.loads((result.run_dir / "lmt_run.json").read_text(encoding="utf-8"))
     assert info["sdk_task"] == "image-text-to-text" and info["library_name"] == "peft"
     assert (result.run_dir / "adapter_model.safetensors").is_file()
-    assert "image-text-to-text" in (result.run_dir / "README.md").read_text(encoding="utf-8")
+    card = (result.run_dir / "README.md").read_text(encoding="utf-8")
+    assert "pipeline_tag: image-text-to-text" in card
+    assert f'lmt.ImageTextToText(model="<path-or-hub-id-of-the-base-model>", adapter="<user>/{result.run_dir.name}")' in card
 
     # the trainer's in-memory model at its best checkpoint, rebuilt exactly as finish_run saves it
     objective, base = _objective(model, chat_data, tmp_path)
@@ -166,3 +170,22 @@ def test_bad_conversations_get_clear_errors(chat_data: Path, tmp_path: Path) -> 
     assert [p["type"] for p in parts[0]["content"]] == ["image", "image", "text"]  # unmarked images go first
     with pytest.raises(InvalidInputError, match="vlm-sft"):
         config_from_dict({"task": "vlm-sft", "model": "vit-b16", "data": {"train": str(chat_data)}})
+
+
+def test_chat_card_shows_the_chat_call() -> None:
+    from lmt.hub.cards import render_model_card
+
+    common = {"library_name": "peft", "pipeline_tag": "image-text-to-text", "task": "image-text-to-text",
+              "method": "LoRA r16", "model_class": "Qwen2_5_VLForConditionalGeneration"}
+    card = str(render_model_card(repo_id="me/shapes-chat", base_model="Qwen/Qwen2.5-VL-3B-Instruct", **common))
+    assert 'chat = lmt.ImageTextToText(model="Qwen/Qwen2.5-VL-3B-Instruct", adapter="me/shapes-chat")' in card
+    assert 'reply = chat("image.png", ' in card and "print(reply.text)" in card
+    assert "Qwen2_5_VLForConditionalGeneration.from_pretrained(\"Qwen/Qwen2.5-VL-3B-Instruct\")" in card
+    full = str(render_model_card(repo_id="me/shapes-chat", base_model="Qwen/Qwen2.5-VL-3B-Instruct",
+                                 **{**common, "library_name": "transformers"}))
+    assert 'chat = lmt.ImageTextToText(model="me/shapes-chat")' in full
+    # other tasks keep the generic pipeline line
+    vit = str(render_model_card(repo_id="me/vit", base_model="google/vit-base-patch16-224", library_name="peft",
+                                pipeline_tag="image-classification", task="image-classification", method="LoRA",
+                                model_class="AutoModelForImageClassification"))
+    assert 'run = lmt.pipeline("image-classification", model="google/vit-base-patch16-224", adapter="me/vit")' in vit

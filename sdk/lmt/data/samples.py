@@ -4,6 +4,8 @@
   labelled by digit, by parity (even/odd) or rotated by 90 degrees.
 - ``shapes``: synthetic images of coloured shapes with exact masks (CSV of image, mask), for SAM.
 - ``shape-captions``: the same scenes with a caption and question/answer pairs (JSONL), for CLIP and BLIP-2.
+- ``shape-chat``: scenes of coloured shapes with Chinese conversations (JSONL of images and messages), for
+  vision-language model fine-tuning (task vlm-sft).
 
 >>> from lmt.data.samples import write_digits
 >>> # write_digits("data/digits", size=32)   # data/digits/0/00000.png ...
@@ -110,4 +112,61 @@ def write_shapes(folder: str | Path, *, count: int = 64, size: int = 64, seed: i
     with (folder / "captions.jsonl").open("w", encoding="utf-8") as handle:
         for row in captions:
             handle.write(json.dumps(row) + "\n")
+    return folder
+
+
+SHAPE_NAMES_ZH = {"circle": "圆形", "square": "正方形", "triangle": "三角形"}
+COLOUR_NAMES_ZH = {"red": "红色", "green": "绿色", "blue": "蓝色"}
+
+
+def _shape_scene(rng: random.Random, noise: object, size: int) -> tuple[object, str, str]:
+    """(image, shape, colour): one coloured shape on a noisy background."""
+    from PIL import Image, ImageDraw
+
+    shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+    side = rng.uniform(0.4, 0.7) * size
+    x0, y0 = rng.uniform(0, size - side), rng.uniform(0, size - side)
+    image = Image.fromarray(noise.integers(90, 170, size=(size, size, 3), dtype="uint8"), mode="RGB")
+    _draw_shape(ImageDraw.Draw(image), shape, (x0, y0, x0 + side, y0 + side), COLOURS[colour])
+    return image, shape, colour
+
+
+def write_shape_chat(folder: str | Path, *, count: int = 48, size: int = 64, seed: int = 0,
+                     pair_every: int = 4) -> Path:
+    """``count`` Chinese conversations about coloured shapes, for vision-language fine-tuning (task vlm-sft).
+
+    Writes ``images/*.png`` and ``conversations.jsonl``, one ``{"image": [paths], "messages": [...]}`` per line.
+    Most conversations show one image and ask two turns (the shape, then its colour); every ``pair_every``-th shows
+    two images and asks whether their shapes are the same. ``<image>`` marks where each image goes.
+    """
+    import numpy as np
+
+    folder = _check_folder(Path(folder))
+    (folder / "images").mkdir()
+    rng = random.Random(seed)
+    noise = np.random.default_rng(seed)
+    rows = []
+    for index in range(count):
+        pair = pair_every > 0 and index % pair_every == pair_every - 1
+        scenes = [_shape_scene(rng, noise, size) for _ in range(2 if pair else 1)]
+        names = []
+        for number, (image, _, _) in enumerate(scenes):
+            names.append(f"images/{index:04d}-{number}.png")
+            image.save(folder / names[-1])
+        if pair:
+            (_, first, _), (_, second, _) = scenes
+            answer = (f"一样，都是{SHAPE_NAMES_ZH[first]}。" if first == second else
+                      f"不一样：第一张是{SHAPE_NAMES_ZH[first]}，第二张是{SHAPE_NAMES_ZH[second]}。")
+            messages = [{"role": "user", "content": "<image><image>这两张图里的形状一样吗？"},
+                        {"role": "assistant", "content": answer}]
+        else:
+            _, shape, colour = scenes[0]
+            messages = [{"role": "user", "content": "<image>图中是什么形状？"},
+                        {"role": "assistant", "content": f"{SHAPE_NAMES_ZH[shape]}。"},
+                        {"role": "user", "content": "它是什么颜色？"},
+                        {"role": "assistant", "content": f"{COLOUR_NAMES_ZH[colour]}。"}]
+        rows.append({"image": names, "messages": messages})
+    with (folder / "conversations.jsonl").open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return folder

@@ -5,9 +5,33 @@
 >>> result.graphs[0].max_abs_diff < 1e-4
 True
 
-Families exported today: ViT, ResNet, DINOv2 (one graph: ``logits``, or ``features`` for a backbone without a
-head) and CLIP (two graphs: ``image.onnx`` -> ``image_embeds`` and ``text.onnx`` -> ``text_embeds``, both
-*after* the projection layers, plus ``similarity.json`` with the logit scale).
+Families exported today, and their graphs (every graph has a dynamic batch axis):
+
+- ViT, ResNet, DINOv2: ``model.onnx`` -> ``logits``, or ``features`` for a backbone without a head.
+- CLIP: ``image.onnx`` -> ``image_embeds`` and ``text.onnx`` -> ``text_embeds``, both *after* the projection
+  layers, plus ``similarity.json`` with the logit scale.
+- OWLv2, OWL-ViT: ``text.onnx`` (``input_ids``, ``attention_mask`` -> ``text_embeds``, dynamic query and token
+  axes) and ``detector.onnx`` (``pixel_values``, ``query_embeds`` -> ``logits`` (batch, patches, queries),
+  ``pred_boxes`` (batch, patches, 4), dynamic batch and query axes). Two graphs, not one graph from text and
+  pixels, because that is how ``ZeroShotObjectDetection`` runs: a query set is encoded once and cached, then
+  every image reuses it. OWLv2's objectness head and image-guided queries are not exported (the task call does
+  not use them).
+- SAM: ``image_encoder.onnx`` (``pixel_values`` -> ``image_embeddings``) and ``prompt_decoder.onnx``
+  (``image_embeddings``, ``input_points`` (batch, objects, points, 2), ``input_labels`` (batch, objects, points)
+  -> ``pred_masks`` (batch, objects, 4, h, w) low-resolution logits, ``iou_scores`` (batch, objects, 4)). The
+  encoder is the expensive part and runs once per image; each new prompt runs only the small decoder graph on
+  the stored embedding, so re-prompting stays cheap. SAM-HQ, which also needs the encoder's intermediate
+  embeddings, is a different family and not covered.
+
+SAM's decoder graph takes one fixed prompt layout, the one of the original SAM ONNX export: boxes are two corner
+points labelled 2 and 3, so points, boxes, points plus a box and the automatic grid all go through the same
+graph. An object's clicks (labels 1/0) come first, then its box corners, or, with no box, one padding point
+labelled -1 (SamPromptEncoder adds the same one); -10 marks an ignored slot, as in transformers.
+:func:`sam_decoder_prompts` turns SamModel's ``input_points``/``input_labels``/``input_boxes`` into this layout.
+The graph returns all four mask tokens' outputs (SamModel chooses mask 0 or masks 1-3 with a Python bool, which
+a graph would freeze); :func:`sam_mask_candidates` picks as ``multimask_output`` would. On the tiny SAM the graph
+agrees with SamModel to about 1e-4 rather than 1e-6: its random positional-encoding frequencies are 16x SAM's, so
+a one-ulp difference in the coordinate projection (points and boxes in one matmul instead of two) shows.
 
 Why ``torch.onnx.export(dynamo=True)`` and not optimum: optimum-onnx requires transformers<4.58 and installing it
 downgrades transformers 5 (see ENVIRONMENT.md). Why the dynamo exporter and not the legacy TorchScript one: the
@@ -28,27 +52,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lmt.errors import InvalidInputError, LmtError, UnsupportedTaskError, missing_dependency
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from lmt.loading import LoadedModel
 
 logger = logging.getLogger(__name__)
 
-#: Families that export today, and what their graph returns.
+#: Families that export today (see the module docstring for their graphs).
 CLASSIFIER_FAMILIES = ("vit", "resnet", "dinov2")
-EXPORTABLE_FAMILIES = (*CLASSIFIER_FAMILIES, "clip")
+DETECTOR_FAMILIES = ("owlv2", "owlvit")
+SEGMENTER_FAMILIES = ("sam",)
+EXPORTABLE_FAMILIES = (*CLASSIFIER_FAMILIES, "clip", *DETECTOR_FAMILIES, *SEGMENTER_FAMILIES)
 QUANTIZE_CHOICES = ("int8", "fp16")
 DEFAULT_OPSET = 18  # the lowest opset the dynamo exporter writes; onnxruntime >= 1.14 runs it
 MANIFEST = "lmt_export.json"
 CLIP_SIMILARITY = "similarity.json"
 # Protobuf cannot hold a file over 2 GB: larger models keep their weights in a side file (<name>.onnx.data).
 _EXTERNAL_DATA_BYTES = 1_500_000_000
-# Sample texts for CLIP's text graph: different lengths, so the batch is padded as in real use.
+# Sample texts for the text graphs: different lengths, so the batch is padded as in real use.
 _SAMPLE_TEXTS = ("a photo of a cat", "a dog")
+#: Labels of SAM's decoder graph besides 1 (include) and 0 (exclude): the padding point SamPromptEncoder adds to
+#: clicks without a box, box corners, and transformers' "ignore this slot" label for ragged point lists.
+SAM_PAD, SAM_BOX_TOP_LEFT, SAM_BOX_BOTTOM_RIGHT, SAM_IGNORE = -1, 2, 3, -10
 
 
 @dataclass(frozen=True)
@@ -75,12 +105,18 @@ class ExportedGraph:
     quantized_file: str | None = None
     #: None where the quantised graph was not run (fp16 on a machine whose onnxruntime lacks the kernels).
     quantized_max_abs_diff: float | None = None
+    #: The same distances per output (``max_abs_diff`` is the largest): SAM's mask logits and IoU scores, OWL's
+    #: logits and boxes live on different scales.
+    max_abs_diffs: dict[str, float] = field(default_factory=dict)
+    quantized_max_abs_diffs: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "file": self.file, "inputs": [s.to_dict() for s in self.inputs],
             "outputs": [s.to_dict() for s in self.outputs], "max_abs_diff": self.max_abs_diff,
             "quantized_file": self.quantized_file, "quantized_max_abs_diff": self.quantized_max_abs_diff,
+            "max_abs_diffs": dict(self.max_abs_diffs),
+            "quantized_max_abs_diffs": dict(self.quantized_max_abs_diffs) if self.quantized_max_abs_diffs else None,
         }
 
 
@@ -172,12 +208,16 @@ def _family_and_task(model: str, weights: str) -> tuple[str, str]:
         which = f"family '{family.name}'" if family is not None else "this model"
         raise UnsupportedTaskError(
             f"ONNX export of {which} is not available yet. Families that export today: "
-            f"{', '.join(EXPORTABLE_FAMILIES)} (OWLv2 and SAM come later).",
+            f"{', '.join(EXPORTABLE_FAMILIES)}.",
             f"暂不支持导出{'模型族 ' + family.name if family is not None else '该模型'}为 ONNX。目前可导出的模型族："
-            f"{'、'.join(EXPORTABLE_FAMILIES)}（OWLv2 与 SAM 稍后支持）。",
+            f"{'、'.join(EXPORTABLE_FAMILIES)}。",
         )
     if family.name == "clip":
         return family.name, "zero-shot-image-classification"
+    if family.name in DETECTOR_FAMILIES:
+        return family.name, "zero-shot-object-detection"
+    if family.name in SEGMENTER_FAMILIES:
+        return family.name, "mask-generation"
     if "image-classification" not in family.tasks:
         return family.name, "image-feature-extraction"
     try:  # a registered backbone (dinov2-small) refuses the classification task: export its features
@@ -198,73 +238,269 @@ def _local_has_head(folder: Path) -> bool:
 
 
 # ---- the graphs -----------------------------------------------------------------------------------------------------
-def _graph_modules(loaded: LoadedModel, task: str) -> dict[str, Any]:
-    """The torch modules to export, by graph name; each returns exactly one tensor."""
+@dataclass(frozen=True)
+class _GraphPlan:
+    """One graph to write: the torch module, a sample per input name (passed positionally, in this order), its
+    output names and each input's dynamic axes."""
+
+    name: str
+    module: Any
+    inputs: dict[str, Any]
+    outputs: tuple[str, ...]
+    dynamic_shapes: tuple[dict[int, Any], ...]
+
+    def reference(self) -> dict[str, np.ndarray]:
+        """The module's outputs on the sample, by output name: what onnxruntime must reproduce."""
+        import torch
+
+        with torch.no_grad():
+            values = self.module(*self.inputs.values())
+        values = values if isinstance(values, tuple) else (values,)
+        return {name: value.numpy() for name, value in zip(self.outputs, values, strict=True)}
+
+
+def _wrap(forward: Any, hf_model: Any) -> Any:
+    """A module holding ``hf_model`` whose forward is ``forward(model, *inputs)``: the graph boundary we choose."""
+    import torch
+
+    class Graph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = hf_model
+
+        def forward(self, *inputs: Any) -> Any:
+            return forward(self.model, *inputs)
+
+    return Graph().eval()
+
+
+def _graph_plans(loaded: LoadedModel, family: str, task: str) -> list[_GraphPlan]:
+    if family == "clip":
+        return _clip_plans(loaded)
+    if family in DETECTOR_FAMILIES:
+        return _detector_plans(loaded)
+    if family in SEGMENTER_FAMILIES:
+        return _sam_plans(loaded)
+    return [_classifier_plan(loaded, task)]
+
+
+def _batch_axis() -> dict[int, Any]:
+    import torch
+
+    return {0: torch.export.Dim("batch")}
+
+
+def _classifier_plan(loaded: LoadedModel, task: str) -> _GraphPlan:
+    """``logits`` for a model with a head; else ``features`` as ``lmt`` embeds images: the CLS token after the
+    final norm, or a CNN's pooled map (not normalised)."""
+
+    def logits(model: Any, pixel_values: Any) -> Any:
+        return model(pixel_values=pixel_values).logits
+
+    def features(model: Any, pixel_values: Any) -> Any:
+        outputs = model(pixel_values=pixel_values)
+        if outputs.last_hidden_state.ndim == 3:
+            return outputs.last_hidden_state[:, 0]
+        return outputs.pooler_output.flatten(1)
+
+    has_head = task == "image-classification"
+    return _GraphPlan(
+        "model", _wrap(logits if has_head else features, loaded.model),
+        {"pixel_values": sample_pixel_values(loaded)}, ("logits",) if has_head else ("features",), (_batch_axis(),),
+    )
+
+
+def _text_plan(loaded: LoadedModel, text_features: Any, max_tokens: int) -> _GraphPlan:
+    """Text tower + projection (CLIP's ``text_projection``, OWL's): ``text_embeds``, not normalised."""
+    import torch
+
+    encoded = loaded.processor.tokenizer(list(_SAMPLE_TEXTS), return_tensors="pt", padding=True)
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=max_tokens)
+    return _GraphPlan(
+        "text", _wrap(text_features, loaded.model),
+        {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}, ("text_embeds",),
+        ({0: batch, 1: sequence}, {0: batch, 1: sequence}),
+    )
+
+
+def _clip_plans(loaded: LoadedModel) -> list[_GraphPlan]:
+    """Both towers *with* their projections: the embeds that similarity is computed on."""
+    from lmt.tasks.base import features_of
+
+    def image_features(model: Any, pixel_values: Any) -> Any:
+        return features_of(model.get_image_features(pixel_values=pixel_values))
+
+    def text_features(model: Any, input_ids: Any, attention_mask: Any) -> Any:
+        return features_of(model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+
+    image = _GraphPlan(
+        "image", _wrap(image_features, loaded.model), {"pixel_values": sample_pixel_values(loaded)},
+        ("image_embeds",), (_batch_axis(),),
+    )
+    # the sequence axis ends where the position table does (77 tokens for CLIP)
+    return [image, _text_plan(loaded, text_features, loaded.config.text_config.max_position_embeddings)]
+
+
+def _detector_plans(loaded: LoadedModel) -> list[_GraphPlan]:
+    """OWLv2 / OWL-ViT: ``text`` (queries -> ``text_embeds``) and ``detector`` (pixels + query embeds -> logits,
+    boxes), split where the task call splits them, so that a query set is encoded once and reused."""
     import torch
 
     from lmt.tasks.base import features_of
+    from lmt.tasks.detect import class_logits_and_boxes
 
-    hf_model = loaded.model
+    def text_features(model: Any, input_ids: Any, attention_mask: Any) -> Any:
+        return features_of(model.base_model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
-    class Logits(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = hf_model
-
-        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            return self.model(pixel_values=pixel_values).logits
-
-    class Features(torch.nn.Module):
-        """As ``lmt`` embeds images: the CLS token after the final norm, or a CNN's pooled map (not normalised)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = hf_model
-
-        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            outputs = self.model(pixel_values=pixel_values)
-            if outputs.last_hidden_state.ndim == 3:
-                return outputs.last_hidden_state[:, 0]
-            return outputs.pooler_output.flatten(1)
-
-    class ClipImage(torch.nn.Module):
-        """Vision tower + visual_projection: the embeds that similarity is computed on."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = hf_model
-
-        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            return features_of(self.model.get_image_features(pixel_values=pixel_values))
-
-    class ClipText(torch.nn.Module):
-        """Text tower + text_projection."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = hf_model
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return features_of(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
-
-    if task == "zero-shot-image-classification":
-        return {"image": ClipImage().eval(), "text": ClipText().eval()}
-    if task == "image-classification":
-        return {"model": Logits().eval()}
-    return {"model": Features().eval()}
+    text = _text_plan(loaded, text_features, loaded.config.text_config.max_position_embeddings)
+    query_embeds = text.reference()["text_embeds"]
+    detector = _GraphPlan(
+        "detector", _wrap(class_logits_and_boxes, loaded.model),
+        {"pixel_values": sample_pixel_values(loaded), "query_embeds": torch.from_numpy(query_embeds)},
+        ("logits", "pred_boxes"), (_batch_axis(), {0: torch.export.Dim("queries")}),
+    )
+    return [text, detector]
 
 
-def _output_name(graph: str, task: str) -> str:
-    if graph == "image":
-        return "image_embeds"
-    if graph == "text":
-        return "text_embeds"
-    return "logits" if task == "image-classification" else "features"
+def _sam_plans(loaded: LoadedModel) -> list[_GraphPlan]:
+    """SAM: ``image_encoder`` (run once per image) and ``prompt_decoder`` (prompt encoder + mask decoder, run per
+    prompt on the stored embedding)."""
+    import torch
+
+    def encode(model: Any, pixel_values: Any) -> Any:
+        return model.get_image_embeddings(pixel_values)
+
+    encoder = _GraphPlan(
+        "image_encoder", _wrap(encode, loaded.model), {"pixel_values": sample_pixel_values(loaded)},
+        ("image_embeddings",), (_batch_axis(),),
+    )
+    embeddings = torch.from_numpy(encoder.reference()["image_embeddings"])
+    # 2 images x 3 objects x 4 prompt points, every kind of label: clicks, a pad, box corners, HF's ignore label
+    labels = torch.tensor([[1, 0, 1, SAM_PAD], [1, SAM_BOX_TOP_LEFT, SAM_BOX_BOTTOM_RIGHT, SAM_PAD],
+                           [SAM_BOX_TOP_LEFT, SAM_BOX_BOTTOM_RIGHT, SAM_IGNORE, SAM_IGNORE]]).repeat(2, 1, 1)
+    side = loaded.processor.image_processor.size.get("longest_edge", 1024)
+    points = torch.from_numpy(np.random.RandomState(0).rand(2, 3, 4, 2).astype(np.float32) * side)
+    batch = torch.export.Dim("batch")  # one object for all three inputs: the same axis, not three equal names
+    prompts = {0: batch, 1: torch.export.Dim("objects"), 2: torch.export.Dim("points")}
+    decoder = _GraphPlan(
+        "prompt_decoder", _wrap(_sam_decode_all, loaded.model),
+        {"image_embeddings": embeddings, "input_points": points, "input_labels": labels},
+        ("pred_masks", "iou_scores"), ({0: batch}, prompts, prompts),
+    )
+    return [encoder, decoder]
+
+
+def _sam_embed_prompts(prompt_encoder: Any, points: Any, labels: Any) -> Any:
+    """SamPromptEncoder's point and box embedding in one pass: box corners are points labelled 2 and 3.
+
+    The same arithmetic as transformers' ``_embed_points`` (labels 1, 0, -1, -10) and ``_embed_boxes``.
+    """
+    import torch
+
+    size = prompt_encoder.input_image_size
+    embedded = prompt_encoder.shared_embedding(points + 0.5, (size, size))  # +0.5: the pixel's centre
+    labels = labels[..., None]
+    embedded = torch.where(labels == SAM_PAD, prompt_encoder.not_a_point_embed.weight, embedded)
+    embedded = torch.where(labels == SAM_IGNORE, torch.zeros_like(embedded), embedded)
+    for label, embedding in enumerate(prompt_encoder.point_embed):  # 0 exclude, 1 include, 2/3 box corners
+        embedded = torch.where(labels == label, embedded + embedding.weight, embedded)
+    return embedded
+
+
+def _sam_decode_all(model: Any, image_embeddings: Any, input_points: Any, input_labels: Any) -> tuple[Any, Any]:
+    """SamModel's prompt encoder + SamMaskDecoder.forward, keeping all mask tokens' outputs.
+
+    transformers picks mask 0 or masks 1-3 with a Python bool (``multimask_output``); a graph would be frozen to
+    one choice, so this returns all four and :func:`sam_mask_candidates` picks, as the task call asks.
+    """
+    import torch
+
+    prompt_encoder, decoder = model.prompt_encoder, model.mask_decoder
+    batch, channels, height, width = image_embeddings.shape
+    objects = input_points.shape[1]
+    sparse = _sam_embed_prompts(prompt_encoder, input_points, input_labels)
+    dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, height, width)
+    positional = model.get_image_wide_positional_embeddings().repeat(batch, 1, 1, 1)
+
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat((output_tokens.repeat(batch, objects, 1, 1), sparse), dim=2).to(decoder.iou_token.weight.dtype)
+
+    def per_object(images: Any) -> Any:
+        # = images.repeat_interleave(objects, 0), which the ONNX translation gets wrong for a batch above 1
+        return images.unsqueeze(1).expand(-1, objects, -1, -1, -1).reshape(batch * objects, channels, height, width)
+
+    point_out, image_out = decoder.transformer(
+        point_embeddings=tokens,
+        image_embeddings=per_object(image_embeddings + dense),
+        image_positional_embeddings=per_object(positional),
+        attention_similarity=None,
+        target_embedding=None,
+    )
+    mask_tokens_out = point_out[:, :, 1 : 1 + decoder.num_mask_tokens, :]
+    image_out = image_out.transpose(2, 3).reshape(batch * objects, channels, height, width)
+    upscaled = decoder.activation(decoder.upscale_layer_norm(decoder.upscale_conv1(image_out)))
+    upscaled = decoder.activation(decoder.upscale_conv2(upscaled))
+    hyper_in = torch.stack(
+        [mlp(mask_tokens_out[:, :, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=2
+    )
+    _, up_channels, up_height, up_width = upscaled.shape
+    upscaled = upscaled.reshape(batch, objects, up_channels, up_height * up_width)
+    masks = (hyper_in @ upscaled).reshape(batch, objects, -1, up_height, up_width)
+    return masks, decoder.iou_prediction_head(point_out[:, :, 0, :])
+
+
+# ---- SAM's decoder graph: its prompt layout, and picking masks from its outputs -------------------------------------
+def sam_decoder_prompts(
+    input_points: Any = None, input_labels: Any = None, input_boxes: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``prompt_decoder.onnx``'s ``(input_points, input_labels)`` for SamModel's prompt arguments.
+
+    The arguments are as ``SamModel.forward`` takes them, in the model's resized frame: points
+    ``(batch, objects, n, 2)`` with labels ``(batch, objects, n)`` (1 include, 0 exclude), boxes
+    ``(batch, objects, 4)``. Boxes become two corner points labelled 2 and 3 after an object's clicks; clicks
+    without a box get one padding point (label -1), exactly as SamPromptEncoder pads them.
+
+    >>> points, labels = sam_decoder_prompts(input_boxes=[[[10, 20, 30, 40]]])
+    >>> points.tolist(), labels.tolist()
+    ([[[[10.0, 20.0], [30.0, 40.0]]]], [[[2, 3]]])
+    """
+    if input_points is None and input_boxes is None:
+        raise InvalidInputError(
+            "SAM's decoder needs points, boxes or both.", "SAM 的解码器需要点、框或两者。"
+        )
+    parts, part_labels = [], []
+    if input_points is not None:
+        points = np.asarray(input_points, dtype=np.float32)
+        parts.append(points)
+        # no labels: every point includes, as SamModel.forward assumes
+        labels = np.ones(points.shape[:-1]) if input_labels is None else input_labels
+        part_labels.append(np.asarray(labels, dtype=np.int64).reshape(points.shape[:-1]))
+    if input_boxes is not None:
+        boxes = np.asarray(input_boxes, dtype=np.float32)
+        parts.append(boxes.reshape(*boxes.shape[:2], 2, 2))
+        part_labels.append(np.broadcast_to(
+            np.array([SAM_BOX_TOP_LEFT, SAM_BOX_BOTTOM_RIGHT], dtype=np.int64), (*boxes.shape[:2], 2)
+        ))
+    else:
+        shape = parts[0].shape[:2]
+        parts.append(np.zeros((*shape, 1, 2), dtype=np.float32))
+        part_labels.append(np.full((*shape, 1), SAM_PAD, dtype=np.int64))
+    if len({part.shape[:2] for part in parts}) != 1:
+        raise InvalidInputError(
+            "Points and boxes must describe the same objects: give as many boxes as point groups.",
+            "点和框必须对应相同的物体：框的数量应与点组的数量相同。",
+        )
+    return np.concatenate(parts, axis=2), np.concatenate(part_labels, axis=2)
+
+
+def sam_mask_candidates(pred_masks: Any, iou_scores: Any, multimask: bool) -> tuple[Any, Any]:
+    """From the decoder graph's four masks per object: masks 1-3 (``multimask``) or mask 0, as SamModel returns."""
+    keep = slice(1, None) if multimask else slice(0, 1)
+    return pred_masks[:, :, keep], iou_scores[:, :, keep]
 
 
 def sample_pixel_values(loaded: LoadedModel, batch: int = 2) -> torch.Tensor:
     """A batch of deterministic noise images through the model's own image processor."""
-    import numpy as np
     from PIL import Image
 
     rng = np.random.RandomState(0)
@@ -273,25 +509,7 @@ def sample_pixel_values(loaded: LoadedModel, batch: int = 2) -> torch.Tensor:
     return processor(images=images, return_tensors="pt")["pixel_values"].float()
 
 
-def _sample_inputs(loaded: LoadedModel, graph: str) -> dict[str, torch.Tensor]:
-    if graph != "text":
-        return {"pixel_values": sample_pixel_values(loaded)}
-    encoded = loaded.processor.tokenizer(list(_SAMPLE_TEXTS), return_tensors="pt", padding=True)
-    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
-
-
-def _dynamic_shapes(graph: str) -> tuple[dict[int, Any], ...]:
-    import torch
-
-    batch = torch.export.Dim("batch")
-    if graph == "text":
-        sequence = torch.export.Dim("sequence", max=77)  # CLIP's position table has 77 rows
-        return ({0: batch, 1: sequence}, {0: batch, 1: sequence})
-    return ({0: batch},)
-
-
-def _export_graph(module: Any, inputs: dict[str, torch.Tensor], path: Path, output: str, opset: int,
-                  external_data: bool) -> None:
+def _export_graph(plan: _GraphPlan, path: Path, opset: int, external_data: bool) -> None:
     import torch
 
     # The exporter prints progress lines on stdout; `lmt export --json` must keep stdout to one JSON document.
@@ -302,16 +520,17 @@ def _export_graph(module: Any, inputs: dict[str, torch.Tensor], path: Path, outp
             warnings.simplefilter("ignore", FutureWarning)
             warnings.filterwarnings("ignore", message=r"# The axis name", category=UserWarning)
             torch.onnx.export(
-                module, tuple(inputs.values()), str(path), input_names=list(inputs), output_names=[output],
-                opset_version=opset, dynamo=True, dynamic_shapes=_dynamic_shapes(path.stem),
-                external_data=external_data, verbose=False,
+                plan.module, tuple(plan.inputs.values()), str(path), input_names=list(plan.inputs),
+                output_names=list(plan.outputs), opset_version=opset, dynamo=True,
+                # the wrapper's forward(*inputs) takes its inputs as one positional group
+                dynamic_shapes=(plan.dynamic_shapes,), external_data=external_data, verbose=False,
             )
     except Exception as exc:  # the exporter raises many unrelated types; all mean the same to the user
         logger.debug("exporter output:\n%s", progress.getvalue())
         raise LmtError(
-            f"torch.onnx.export failed on the '{path.stem}' graph: {type(exc).__name__}: "
+            f"torch.onnx.export failed on the '{plan.name}' graph: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:300]}",
-            f"导出 '{path.stem}' 计算图时 torch.onnx.export 失败：{type(exc).__name__}",
+            f"导出 '{plan.name}' 计算图时 torch.onnx.export 失败：{type(exc).__name__}",
         ) from exc
     logger.debug("exporter output:\n%s", progress.getvalue())
 
@@ -325,11 +544,20 @@ def _session(path: Path) -> Any:
 
 
 def run_onnx(path: str | Path, inputs: dict[str, Any]) -> np.ndarray:
-    """Run an exported graph on CPU with onnxruntime; ``inputs`` maps input names to arrays or tensors."""
-    import numpy as np
+    """Run an exported graph on CPU with onnxruntime; its first output. ``inputs`` maps input names to arrays or
+    tensors. For a graph with several outputs (OWL's detector, SAM's decoder) see :func:`run_onnx_outputs`."""
+    return next(iter(run_onnx_outputs(path, inputs).values()))
 
+
+def run_onnx_outputs(path: str | Path, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Run an exported graph on CPU with onnxruntime; every output, by name."""
+    return _run(_session(Path(path)), inputs)
+
+
+def _run(session: Any, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
     feed = {name: np.asarray(value.numpy() if hasattr(value, "numpy") else value) for name, value in inputs.items()}
-    return _session(Path(path)).run(None, feed)[0]
+    outputs = session.run(None, feed)
+    return {spec.name: value for spec, value in zip(session.get_outputs(), outputs, strict=True)}
 
 
 def _specs(values: list[Any]) -> tuple[TensorSpec, ...]:
@@ -340,10 +568,12 @@ def _specs(values: list[Any]) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
-def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    import numpy as np
-
-    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+def _max_abs_diffs(got: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, float]:
+    """|onnx - torch| at its largest, per output."""
+    return {
+        name: float(np.abs(got[name].astype(np.float64) - expected.astype(np.float64)).max())
+        for name, expected in reference.items()
+    }
 
 
 def _quantize(path: Path, quantize: str, external_data: bool) -> Path:
@@ -369,9 +599,9 @@ def _quantize(path: Path, quantize: str, external_data: bool) -> Path:
     return target
 
 
-def _quantized_diff(path: Path, inputs: dict[str, Any], reference: np.ndarray) -> float | None:
+def _quantized_diffs(path: Path, inputs: dict[str, Any], reference: dict[str, np.ndarray]) -> dict[str, float] | None:
     try:
-        return _max_abs_diff(run_onnx(path, inputs), reference)
+        return _max_abs_diffs(run_onnx_outputs(path, inputs), reference)
     except Exception as exc:  # onnxruntime's own error types; fp16 kernels may be missing on this CPU build
         logger.warning("Could not run %s on this machine to check it (%s); its parity is not measured.", path.name, exc)
         return None
@@ -399,6 +629,26 @@ def _labels(loaded: LoadedModel, task: str) -> tuple[str, ...] | None:
     return tuple(str(id2label[i]) for i in range(len(id2label)))
 
 
+def _export_checked(
+    plan: _GraphPlan, folder: Path, opset: int, quantize: str | None, external_data: bool
+) -> ExportedGraph:
+    """Write one graph, run it with onnxruntime on the sample it was exported with, and quantise it if asked."""
+    path = folder / f"{plan.name}.onnx"
+    logger.info("Exporting the '%s' graph to %s", plan.name, path)
+    _export_graph(plan, path, opset, external_data)
+    reference = plan.reference()
+    session = _session(path)
+    diffs = _max_abs_diffs(_run(session, plan.inputs), reference)
+    quantized = _quantize(path, quantize, external_data) if quantize else None
+    quantized_diffs = _quantized_diffs(quantized, plan.inputs, reference) if quantized else None
+    return ExportedGraph(
+        name=plan.name, file=path.name, inputs=_specs(session.get_inputs()), outputs=_specs(session.get_outputs()),
+        max_abs_diff=max(diffs.values()), quantized_file=quantized.name if quantized else None,
+        quantized_max_abs_diff=max(quantized_diffs.values()) if quantized_diffs else None,
+        max_abs_diffs=diffs, quantized_max_abs_diffs=quantized_diffs,
+    )
+
+
 def export_onnx(
     model: str,
     *,
@@ -409,41 +659,47 @@ def export_onnx(
 ) -> ExportResult:
     """Export ``model`` (registry name, Hub id or local folder) to ONNX files in ``out`` (new or empty folder).
 
-    Every graph has a dynamic batch axis (and CLIP's text graph a dynamic sequence axis, up to 77 tokens), and is
-    run with onnxruntime right after export on a sample batch of 2: ``max_abs_diff`` is its distance from PyTorch.
+    Every graph has a dynamic batch axis (text graphs also a token axis, OWL's detector a query axis, SAM's decoder
+    object and point axes) and is run with onnxruntime right after export on a sample batch of 2:
+    ``max_abs_diff`` is its largest distance from PyTorch, ``max_abs_diffs`` the same per output.
     ``quantize="int8"`` adds ``<graph>.int8.onnx`` (dynamic quantisation, int8 weights); ``"fp16"`` adds
     ``<graph>.fp16.onnx`` (float16 weights, float32 inputs/outputs), meant for GPUs.
     """
-    import torch
-
     from lmt.loading import load
 
     _check_quantize(quantize)
     _import_backends()
     _check_opset(opset)
     folder = _check_out(out)
-    family, task = _family_and_task(model, weights)
+    _, task = _family_and_task(model, weights)
     loaded = load(model, task=task, weights=weights, device="cpu", dtype="float32")
+    return export_loaded(loaded, task, out=folder, quantize=quantize, opset=opset)
+
+
+def export_loaded(
+    loaded: LoadedModel, task: str, *, out: str | Path, quantize: str | None = None, opset: int = DEFAULT_OPSET
+) -> ExportResult:
+    """Export a model already in memory (on CPU, float32), e.g. one with a LoRA adapter, for ``task``'s graphs.
+
+    ``export_onnx`` does this after loading by name; the ONNX back-end of the task calls uses it directly.
+    """
+    _check_quantize(quantize)
+    _import_backends()
+    _check_opset(opset)
+    folder = _check_out(out)
+    family = loaded.family.name if loaded.family is not None else None
+    if family not in EXPORTABLE_FAMILIES:
+        raise UnsupportedTaskError(
+            f"ONNX export of '{loaded.name}' (family {family}) is not available. Families that export today: "
+            f"{', '.join(EXPORTABLE_FAMILIES)}.",
+            f"暂不支持将 '{loaded.name}'（模型族 {family}）导出为 ONNX。目前可导出的模型族：{'、'.join(EXPORTABLE_FAMILIES)}。",
+        )
     external_data = loaded.num_bytes > _EXTERNAL_DATA_BYTES
     folder.mkdir(parents=True, exist_ok=True)
 
-    graphs = []
-    for name, module in _graph_modules(loaded, task).items():
-        inputs = _sample_inputs(loaded, name)
-        output = _output_name(name, task)
-        path = folder / f"{name}.onnx"
-        logger.info("Exporting the '%s' graph of %s to %s", name, loaded.name, path)
-        _export_graph(module, inputs, path, output, opset, external_data)
-        with torch.no_grad():
-            reference = module(**inputs).numpy()
-        session = _session(path)
-        diff = _max_abs_diff(session.run(None, {k: v.numpy() for k, v in inputs.items()})[0], reference)
-        quantized = _quantize(path, quantize, external_data) if quantize else None
-        graphs.append(ExportedGraph(
-            name=name, file=path.name, inputs=_specs(session.get_inputs()), outputs=_specs(session.get_outputs()),
-            max_abs_diff=diff, quantized_file=quantized.name if quantized else None,
-            quantized_max_abs_diff=_quantized_diff(quantized, inputs, reference) if quantized else None,
-        ))
+    graphs = [
+        _export_checked(plan, folder, opset, quantize, external_data) for plan in _graph_plans(loaded, family, task)
+    ]
 
     if family == "clip":
         _write_clip_similarity(loaded, folder)

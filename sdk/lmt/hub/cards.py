@@ -51,6 +51,11 @@ def _usage(
     else:
         lmt_usage = f'import lmt\n\nrun = lmt.pipeline("{task}", model="{repo_id}")'
         plain = f'from transformers import pipeline\n\nrun = pipeline("{task}", model="{repo_id}")'
+    if task == "image-text-to-text":
+        # a chat model is used by calling it with an image and a prompt: show that call, not only the load
+        loaded = f'model="{base_model}", adapter="{repo_id}"' if adapter else f'model="{repo_id}"'
+        lmt_usage = (f"import lmt\n\nchat = lmt.ImageTextToText({loaded})\n"
+                     'reply = chat("image.png", "图中是什么？ What is in the image?")\nprint(reply.text)')
     return lmt_usage, plain
 
 

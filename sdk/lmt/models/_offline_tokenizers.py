@@ -94,3 +94,26 @@ def build_gpt2_tokenizer(extra_special_tokens: tuple[str, ...] = (), add_bos_tok
     if extra_special_tokens:
         tokenizer.add_special_tokens({"additional_special_tokens": list(extra_special_tokens)})
     return tokenizer
+
+
+def build_qwen2_tokenizer(special_tokens: tuple[str, ...], chat_template: str, **kwargs):
+    """A Qwen2Tokenizer (byte-level BPE, as Qwen2.5-VL and InternVL3 use) with ``special_tokens`` added as special.
+
+    ``<|endoftext|>`` (pad and unknown) and the ChatML pair ``<|im_start|>``/``<|im_end|>`` (end of a turn) come
+    first, as in the real vocabulary; ``kwargs`` go to the tokenizer (e.g. ``extra_special_tokens``).
+    """
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    byte_symbols = list(bytes_to_unicode().values())
+    space = bytes_to_unicode()[ord(" ")]
+    merges = _word_merges((*WORDS, *(space + w for w in WORDS)), "")
+    vocab_tokens = byte_symbols + ["".join(pair) for pair in merges]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_tokens))}
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
+        chat_template=chat_template, **kwargs,
+    )
+    chat_tokens = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", *special_tokens)
+    tokenizer.add_tokens([AddedToken(token, special=True, normalized=False) for token in dict.fromkeys(chat_tokens)])
+    return tokenizer

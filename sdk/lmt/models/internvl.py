@@ -88,6 +88,14 @@ def build_tiny(folder: Path) -> None:
     processor.save_pretrained(folder)
 
 
+#: Default LoRA targets (``lmt train``, task vlm-sft): the language model's attention projections. peft matches a
+#: target by the end of a module's name, and InternViT also has ``attention.q_proj``/``k_proj``/``v_proj``:
+#: ``self_attn.`` keeps the defaults inside the language model.
+LORA_TARGET_MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+#: InternViT's attention projections: add these to ``lora.target_modules`` to adapt the vision tower as well.
+VISION_LORA_TARGET_MODULES = ("attention.q_proj", "attention.k_proj", "attention.v_proj")
+
+
 INTERNVL = register_family(
     ModelFamily(
         name="internvl",
@@ -101,7 +109,7 @@ INTERNVL = register_family(
         ),
         build_tiny=build_tiny,
         processor_class="lmt.models._vlm_processors:InternVLImageProcessor",
-        lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+        lora_target_modules=LORA_TARGET_MODULES,
         tags=("vision", "text", "chat", "vqa", "ocr", "generative", "chinese"),
     )
 )

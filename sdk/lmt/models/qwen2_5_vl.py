@@ -88,6 +88,16 @@ def build_tiny(folder: Path) -> None:
     processor.save_pretrained(folder)
 
 
+#: Default LoRA targets (``lmt train``, task vlm-sft): the language model's attention projections. peft matches a
+#: target by the end of a module's name; ``self_attn.`` keeps them inside the language model, since the vision
+#: tower has no ``self_attn``. Adding ``mlp.gate_proj``/``mlp.up_proj``/``mlp.down_proj`` for more capacity adapts
+#: the MLPs of both the language model and the vision tower (they share those names).
+LORA_TARGET_MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+#: The vision tower's attention (fused ``qkv`` and its output ``proj``): add these to ``lora.target_modules`` to
+#: adapt the vision tower as well (most Qwen2.5-VL fine-tunes leave it frozen).
+VISION_LORA_TARGET_MODULES = ("attn.qkv", "attn.proj")
+
+
 QWEN2_5_VL = register_family(
     ModelFamily(
         name="qwen2.5-vl",
@@ -102,8 +112,7 @@ QWEN2_5_VL = register_family(
         ),
         build_tiny=build_tiny,
         processor_class="lmt.models._vlm_processors:Qwen2_5_VLImageProcessor",
-        # the language model's attention projections (the vision tower's are fused into `qkv`)
-        lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+        lora_target_modules=LORA_TARGET_MODULES,
         tags=("vision", "text", "chat", "vqa", "ocr", "grounding", "generative", "chinese"),
     )
 )

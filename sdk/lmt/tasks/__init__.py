@@ -12,6 +12,7 @@ from lmt.errors import UnsupportedTaskError
 from lmt.registry import TASKS
 from lmt.tasks.base import Task
 from lmt.tasks.caption import ImageToText, VisualQuestionAnswering
+from lmt.tasks.chat import ImageTextToText
 from lmt.tasks.classify import ImageClassification, ZeroShotImageClassification
 from lmt.tasks.detect import ZeroShotObjectDetection
 from lmt.tasks.embed import ImageFeatureExtraction
@@ -27,6 +28,7 @@ TASK_CLASSES: dict[str, type[Task]] = {
         VisualQuestionAnswering,
         ZeroShotObjectDetection,
         ImageFeatureExtraction,
+        ImageTextToText,
     )
 }
 assert set(TASK_CLASSES) == set(TASKS)
@@ -34,7 +36,8 @@ assert set(TASK_CLASSES) == set(TASKS)
 
 def pipeline(task: str, model: Any = None, **kwargs: Any) -> Task:
     """The task call for ``task`` with ``model`` (default: the task's default model). ``kwargs`` go to loading:
-    ``weights``, ``revision``, ``device``, ``dtype``, ``adapter``, ``adapter_revision``, ``batch_size``."""
+    ``weights``, ``revision``, ``device``, ``dtype``, ``adapter``, ``adapter_revision``, ``batch_size``, and
+    ``backend``: ``"torch"`` (default), ``"onnx"`` or ``"onnx-int8"`` (see :class:`lmt.tasks.base.Task`)."""
     try:
         cls = TASK_CLASSES[task]
     except KeyError:
@@ -48,6 +51,7 @@ __all__ = [
     "TASK_CLASSES",
     "ImageClassification",
     "ImageFeatureExtraction",
+    "ImageTextToText",
     "ImageToText",
     "MaskGeneration",
     "Task",

@@ -7,7 +7,7 @@ from typing import Any
 
 from lmt.images import ImageInput, load_images
 from lmt.results import Classification, LabelScore
-from lmt.tasks.base import Task, features_of, is_batch, unbatch
+from lmt.tasks.base import Task, is_batch, unbatch
 from lmt.validate import check_labels, check_positive_int, check_template
 
 #: transformers' zero-shot pipeline default, kept so that results match it.
@@ -33,6 +33,7 @@ class ZeroShotImageClassification(Task):
 
     task = "zero-shot-image-classification"
     default_model = "clip-vit-b32"
+    onnx_families = ("clip",)
     label_cache_size = 64
 
     def label_embeddings(self, labels: Sequence[str], template: str = DEFAULT_TEMPLATE) -> Any:
@@ -40,7 +41,7 @@ class ZeroShotImageClassification(Task):
         import torch
 
         cache = self.loaded.cache("label_embeddings", self.label_cache_size)
-        key = (tuple(labels), template)
+        key = (tuple(labels), template, self.backend)  # the loaded model may serve both back-ends
         cached = cache.get(key)
         if cached is not None:
             return cached
@@ -48,7 +49,7 @@ class ZeroShotImageClassification(Task):
         texts = [template.format(label) for label in labels]
         inputs = tokenizer(texts, return_tensors="pt", padding=True, truncation=True).to(self.device)
         with torch.inference_mode():
-            embeddings = features_of(self.model.get_text_features(**inputs))
+            embeddings = self._text_features(inputs)
             embeddings = embeddings / embeddings.norm(p=2, dim=-1, keepdim=True)
         cache.put(key, embeddings)
         return embeddings
@@ -72,7 +73,7 @@ class ZeroShotImageClassification(Task):
         results = []
         for batch in self._batches(images):
             with torch.inference_mode():
-                image_embeddings = features_of(self.model.get_image_features(pixel_values=self._pixel_values(batch)))
+                image_embeddings = self._image_features(self._pixel_values(batch))
                 image_embeddings = image_embeddings / image_embeddings.norm(p=2, dim=-1, keepdim=True)
                 # the same product, in the same order, as CLIPModel.forward
                 logits = (torch.matmul(text_embeddings, image_embeddings.t()) * logit_scale).t()
@@ -92,6 +93,12 @@ class ImageClassification(Task):
 
     task = "image-classification"
     default_model = "vit-b16"
+    onnx_families = ("vit", "resnet", "dinov2")
+
+    def _logits(self, pixel_values: Any) -> Any:
+        if self.graphs is not None:
+            return self._graph_output("model", "logits", pixel_values=pixel_values)
+        return self.model(pixel_values=pixel_values).logits
 
     def __call__(
         self, image: ImageInput | Sequence[ImageInput], *, top_k: int = 5
@@ -107,7 +114,14 @@ class ImageClassification(Task):
         results = []
         for batch in self._batches(images):
             with torch.inference_mode():
-                logits = self.model(pixel_values=self._pixel_values(batch)).logits.float()
+                logits = self._logits(self._pixel_values(batch)).float()
                 scores = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
             results.extend(_ranked(labels, row.tolist(), min(top_k, len(labels))) for row in scores.cpu().numpy())
         return unbatch(results, is_batch(image))
+
+    def explain(self, image: ImageInput, *, method: str = "gradcam", target: str | int | None = None) -> Any:
+        """A heat map of where the model looks for ``target`` (default: its top class); see
+        :func:`lmt.advanced.explain.explain`."""
+        from lmt.advanced.explain import explain
+
+        return explain(self, image, method=method, target=target)

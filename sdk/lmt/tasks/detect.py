@@ -3,6 +3,9 @@
 transformers' ``zero-shot-object-detection`` pipeline runs the whole model once per query. Here the image tower
 runs once per image and the text tower once per query set (cached), and the class head scores every query in
 one pass. Each query's boxes and scores are the same as the pipeline's.
+
+``backend="onnx"`` runs the same two steps as exported graphs (``text``: queries -> embeddings; ``detector``:
+:func:`class_logits_and_boxes`); the post-processing (thresholds, box scaling, clipping, NMS) is shared.
 """
 
 from __future__ import annotations
@@ -18,6 +21,23 @@ from lmt.tasks.base import Task, features_of, is_batch, unbatch
 from lmt.validate import check_labels, check_positive_int, check_probability
 
 MAX_QUERIES = 100
+
+
+def class_logits_and_boxes(model: Any, pixel_values: Any, query_embeds: Any) -> tuple[Any, Any]:
+    """OWL's image tower, class head and box head for one set of query embeddings ``(queries, dim)``.
+
+    Returns logits ``(batch, patches, queries)`` and boxes ``(batch, patches, 4)`` (cx, cy, w, h, relative to the
+    padded square). The ONNX back-end's ``detector`` graph is this function, exported.
+    """
+    import torch
+
+    feature_map = model.image_embedder(pixel_values=pixel_values)[0]
+    batch_size, height, width, dim = feature_map.shape
+    image_feats = feature_map.reshape(batch_size, height * width, dim)
+    batch_queries = query_embeds.unsqueeze(0).expand(batch_size, -1, -1)
+    query_mask = torch.ones(batch_queries.shape[:2], dtype=torch.bool, device=batch_queries.device)
+    logits = model.class_predictor(image_feats, batch_queries, query_mask)[0]
+    return logits, model.box_predictor(image_feats, feature_map)
 
 
 class ZeroShotObjectDetection(Task):
@@ -36,6 +56,7 @@ class ZeroShotObjectDetection(Task):
 
     task = "zero-shot-object-detection"
     default_model = "owlv2-b16"
+    onnx_families = ("owlv2", "owlvit")
     query_cache_size = 64
 
     def query_embeddings(self, queries: Sequence[str]) -> Any:
@@ -43,16 +64,29 @@ class ZeroShotObjectDetection(Task):
         import torch
 
         cache = self.loaded.cache("query_embeddings", self.query_cache_size)
-        key = tuple(queries)
+        key = (tuple(queries), self.backend)  # the loaded model may serve both back-ends
         cached = cache.get(key)
         if cached is not None:
             return cached
         tokenizer = self.processor.tokenizer
         inputs = tokenizer(list(queries), return_tensors="pt", padding=True, truncation=True).to(self.device)
         with torch.inference_mode():
-            embeddings = features_of(self.model.base_model.get_text_features(**inputs))
+            if self.graphs is not None:
+                embeddings = self._graph_output(
+                    "text", "text_embeds", input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+                )
+            else:
+                embeddings = features_of(self.model.base_model.get_text_features(**inputs))
         cache.put(key, embeddings)
         return embeddings
+
+    def _logits_and_boxes(self, pixel_values: Any, query_embeds: Any) -> tuple[Any, Any]:
+        import torch
+
+        if self.graphs is not None:
+            outputs = self.graphs.run("detector", pixel_values=pixel_values, query_embeds=query_embeds)
+            return torch.from_numpy(outputs["logits"]), torch.from_numpy(outputs["pred_boxes"])
+        return class_logits_and_boxes(self.model, pixel_values, query_embeds)
 
     def __call__(
         self,
@@ -77,13 +111,7 @@ class ZeroShotObjectDetection(Task):
         results = []
         for batch in self._batches(images):
             with torch.inference_mode():
-                feature_map = self.model.image_embedder(pixel_values=self._pixel_values(batch))[0]
-                batch_size, height, width, dim = feature_map.shape
-                image_feats = feature_map.reshape(batch_size, height * width, dim)
-                batch_queries = query_embeds.unsqueeze(0).expand(batch_size, -1, -1)
-                query_mask = torch.ones(batch_queries.shape[:2], dtype=torch.bool, device=self.device)
-                logits = self.model.class_predictor(image_feats, batch_queries, query_mask)[0]
-                boxes = self.model.box_predictor(image_feats, feature_map)
+                logits, boxes = self._logits_and_boxes(self._pixel_values(batch), query_embeds)
             target_sizes = [(img.height, img.width) for img in batch]
             per_query = [
                 image_processor.post_process_object_detection(

@@ -9,7 +9,7 @@ from lmt.errors import UnsupportedTaskError
 from lmt.images import ImageInput, load_images
 from lmt.results import Embedding, SearchHit
 from lmt.retrieval import EmbeddingIndex
-from lmt.tasks.base import Task, features_of, is_batch, unbatch
+from lmt.tasks.base import Task, is_batch, unbatch
 from lmt.validate import check_labels
 
 
@@ -23,6 +23,7 @@ class ImageFeatureExtraction(Task):
 
     task = "image-feature-extraction"
     default_model = "dinov2-small"
+    onnx_families = ("vit", "dinov2", "clip")
 
     @property
     def supports_text(self) -> bool:
@@ -30,7 +31,9 @@ class ImageFeatureExtraction(Task):
 
     def _image_vectors(self, pixel_values: Any) -> Any:
         if hasattr(self.model, "get_image_features"):
-            return features_of(self.model.get_image_features(pixel_values=pixel_values))
+            return self._image_features(pixel_values)
+        if self.graphs is not None:  # the graph returns the same CLS token or pooled map as below
+            return self._graph_output("model", "features", pixel_values=pixel_values)
         outputs = self.model(pixel_values=pixel_values)
         if outputs.last_hidden_state.ndim == 3:  # transformer: the CLS token, after the final layer norm
             return outputs.last_hidden_state[:, 0]
@@ -60,7 +63,7 @@ class ImageFeatureExtraction(Task):
         texts = check_labels([text] if isinstance(text, str) else list(text), what="text")
         inputs = self.processor.tokenizer(texts, return_tensors="pt", padding=True, truncation=True).to(self.device)
         with torch.inference_mode():
-            vectors = features_of(self.model.get_text_features(**inputs)).float()
+            vectors = self._text_features(inputs).float()
             vectors = vectors / vectors.norm(p=2, dim=-1, keepdim=True)
         embeddings = [Embedding(v) for v in vectors.cpu().numpy()]
         return embeddings[0] if isinstance(text, str) else embeddings

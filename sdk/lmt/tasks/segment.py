@@ -2,6 +2,9 @@
 
 The image embedding (SAM's expensive vision encoder) is cached per image, so re-prompting the same image runs
 only the prompt encoder and the mask decoder.
+
+``backend="onnx"`` runs the two steps as exported graphs, ``image_encoder`` and ``prompt_decoder`` (see
+:mod:`lmt.deploy.export` for the decoder's prompt layout); upscaling, thresholds and NMS are shared code.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class MaskGeneration(Task):
 
     task = "mask-generation"
     default_model = "sam-vit-base"
+    onnx_families = ("sam",)
     embedding_cache_size = 8
 
     # ---- the cached image embedding ---------------------------------------------------------------------------
@@ -61,14 +65,20 @@ class MaskGeneration(Task):
         import torch
 
         cache = self.loaded.cache("image_embeddings", self.embedding_cache_size)
-        key = image_fingerprint(image)
+        key = (image_fingerprint(image), self.backend)  # the loaded model may serve both back-ends
         cached = cache.get(key)
         if cached is not None:
             return cached
         inputs = self.processor.image_processor(images=image, return_tensors="pt")
         pixel_values = inputs["pixel_values"].to(self.device, self.loaded.dtype)
         with torch.inference_mode():
-            embeddings = self.model.get_image_embeddings(pixel_values)
+            if self.graphs is not None:
+                embeddings = self._graph_output("image_encoder", "image_embeddings", pixel_values=pixel_values)
+            else:
+                from lmt.models.sam_fast import encode_images
+
+                # lmt's fast image encoder where it applies (CPU, same weights, same embedding), else transformers'
+                embeddings = encode_images(self.model, pixel_values)
         embedding = _ImageEmbedding(
             embeddings,
             tuple(int(v) for v in inputs["original_sizes"][0]),
@@ -89,6 +99,9 @@ class MaskGeneration(Task):
         """Run prompt encoder + mask decoder; returns low-res mask logits and IoU scores."""
         import torch
 
+        if self.graphs is not None:
+            return self._decode_onnx(embedding, multimask, **prompts)
+
         # Coordinates stay float64, as SamProcessor returns them: the prompt encoder normalises them in that
         # precision and casts to the model's dtype itself.
         tensors = {
@@ -101,6 +114,19 @@ class MaskGeneration(Task):
                 image_embeddings=embedding.embeddings, multimask_output=multimask, **tensors
             )
         return outputs.pred_masks, outputs.iou_scores
+
+    def _decode_onnx(self, embedding: _ImageEmbedding, multimask: bool, **prompts: Any) -> tuple[Any, Any]:
+        """The same prompts through the ``prompt_decoder`` graph, which returns all four masks per object."""
+        import torch
+
+        from lmt.deploy.export import sam_decoder_prompts, sam_mask_candidates
+
+        points, labels = sam_decoder_prompts(**prompts)
+        outputs = self.graphs.run(
+            "prompt_decoder", image_embeddings=embedding.embeddings, input_points=points, input_labels=labels
+        )
+        masks, scores = torch.from_numpy(outputs["pred_masks"]), torch.from_numpy(outputs["iou_scores"])
+        return sam_mask_candidates(masks, scores, multimask)
 
     def _upscale(self, low_res_masks: Any, embedding: _ImageEmbedding, threshold: float, binarize: bool) -> Any:
         return self.processor.image_processor.post_process_masks(

@@ -1,4 +1,5 @@
-"""Fine-tuning: full, LoRA and QLoRA, on accelerate; every run ends as a Hub-ready folder.
+"""Fine-tuning: full, LoRA (DoRA, rsLoRA), QLoRA, IA3, LoHa and LoKr, on accelerate; every run ends as a Hub-ready
+folder.
 
 >>> from lmt.train import load_config, train
 >>> # config = load_config("configs/train/vit-digits-lora.yaml", overrides=["optim.epochs=1"])

@@ -30,6 +30,7 @@ TRAIN_TASKS: dict[str, tuple[str, ...]] = {
     "sam-mask-decoder": ("sam",),
     "blip2-caption": ("blip2",),
     "blip2-vqa": ("blip2",),
+    "vlm-sft": ("qwen2.5-vl", "internvl"),
 }
 
 #: The ``task`` values, checked like any other Literal field (derived, so the two never disagree).
@@ -38,7 +39,9 @@ TrainTask = Literal[tuple(TRAIN_TASKS)]  # type: ignore[valid-type]
 
 @dataclass
 class DataConfig:
-    """Where the examples are. ``train``/``val`` are an ImageFolder tree or a .csv/.jsonl file of records."""
+    """Where the examples are. ``train``/``val`` are an ImageFolder tree, a .csv/.jsonl file of records, or a
+    dataset folder from ``lmt data import`` (its ``train`` split; a split's own folder, e.g. ``ds/validation``,
+    as ``val``)."""
 
     train: str = ""
     val: str | None = None
@@ -50,6 +53,8 @@ class DataConfig:
     question_column: str = "question"
     answer_column: str = "answer"
     mask_column: str = "mask"
+    #: vlm-sft: the conversation, a list of {"role": "system"|"user"|"assistant", "content": ...} messages.
+    messages_column: str = "messages"
     #: clip-zero-shot-head: the prompt each label becomes ('{}' is the label). The default is
     #: lmt.ZeroShotImageClassification's, so the trained model runs there with its default template.
     label_template: str = "This is a photo of {}."
@@ -62,7 +67,11 @@ class DataConfig:
 
 @dataclass
 class LoraConfig:
-    """LoRA settings. ``None`` means the model family's and the task's defaults."""
+    """Adapter settings for every method but ``full``. ``None`` means the model family's and the task's defaults.
+
+    ``r``/``alpha`` are the rank and scale of LoRA, QLoRA, LoHa and LoKr (IA3 has neither); ``dropout``,
+    ``use_dora`` and ``use_rslora`` are LoRA/QLoRA options; ``feedforward_modules`` is IA3's.
+    """
 
     r: int = 16
     alpha: int = 32
@@ -71,6 +80,12 @@ class LoraConfig:
     dropout: float = 0.0
     target_modules: list[str] | None = None
     modules_to_save: list[str] | None = None
+    #: DoRA: each adapted weight split into a magnitude (trained) and a direction (LoRA-updated).
+    use_dora: bool = False
+    #: rsLoRA: scale the update by alpha/sqrt(r) instead of alpha/r, so higher ranks keep learning.
+    use_rslora: bool = False
+    #: IA3: targets scaled on their input rather than their output (an MLP's second layer); added to the targets.
+    feedforward_modules: list[str] | None = None
 
 
 @dataclass
@@ -141,7 +156,7 @@ class TrainConfig:
     model: str = ""
     weights: Literal["real", "tiny"] = "real"
     revision: str | None = None
-    method: Literal["full", "lora", "qlora"] = "lora"
+    method: Literal["full", "lora", "qlora", "ia3", "loha", "lokr"] = "lora"
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -217,6 +232,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     )
 
 
+#: ``method`` values people write for LoRA variants that are LoRA options here: (method, option) to write instead.
+_METHOD_OPTIONS = {"dora": ("lora", "use_dora"), "rslora": ("lora", "use_rslora"), "qdora": ("qlora", "use_dora")}
+
 #: Names users bring from transformers' TrainingArguments and peft, mapped to ours.
 _ALIASES = {
     "learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs", "train_batch_size": "batch_size",
@@ -248,6 +266,14 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
         annotation = hints[key]
         if dataclasses.is_dataclass(annotation):
             kwargs[key] = _build(annotation, value, f"{full}.")
+        elif full == "method" and value in _METHOD_OPTIONS:
+            method, option = _METHOD_OPTIONS[value]
+            raise _error(
+                f"'method' must be {_type_name(annotation)}, not {value!r}: {value} is a LoRA option here. Write "
+                f"method: {method} with lora.{option}: true.",
+                f"'method' 应为 {_type_name(annotation)}，而不是 {value!r}：{value} 在这里是 LoRA 的选项，"
+                f"请写 method: {method} 并设置 lora.{option}: true。",
+            )
         else:
             kwargs[key] = _coerce(value, annotation, full)
     return cls(**kwargs)
@@ -290,8 +316,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise _error("'model' is required (a registry name, a Hub id or a local folder).",
                      "必须指定 'model'（注册名、Hub id 或本地目录）。")
     if not config.data.train.strip():
-        raise _error("'data.train' is required (an ImageFolder folder, or a .csv/.jsonl file).",
-                     "必须指定 'data.train'（ImageFolder 目录或 .csv/.jsonl 文件）。")
+        raise _error("'data.train' is required (an ImageFolder folder, a .csv/.jsonl file or a dataset folder).",
+                     "必须指定 'data.train'（ImageFolder 目录、.csv/.jsonl 文件或数据集目录）。")
     for name in ("train", "val"):
         path = getattr(config.data, name)
         if path and not Path(path).expanduser().exists():
@@ -339,7 +365,35 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.run.resume and config.run.overwrite:
         raise _error("run.resume and run.overwrite contradict each other; pick one.",
                      "run.resume 与 run.overwrite 互相矛盾，请只选一个。")
+    _check_method_options(config)
     return config
+
+
+def _check_method_options(config: TrainConfig) -> None:
+    """Refuse adapter options the chosen method would silently ignore (e.g. lora.use_dora with method ia3).
+
+    With ``method: full`` the numbers r/alpha/dropout are left alone (a LoRA config switched to full by an override
+    keeps them, unused); the opt-in switches are refused everywhere they do nothing.
+    """
+    lora, defaults = config.lora, LoraConfig()
+    ignored = []
+    if config.method not in ("lora", "qlora"):
+        ignored += [key for key in ("use_dora", "use_rslora") if getattr(lora, key)]
+    if config.method != "ia3" and lora.feedforward_modules is not None:
+        ignored.append("feedforward_modules")
+    if config.method in ("ia3", "loha", "lokr") and lora.dropout != defaults.dropout:
+        ignored.append("dropout")
+    if config.method == "ia3":
+        ignored += [key for key in ("r", "alpha") if getattr(lora, key) != getattr(defaults, key)]
+    if ignored:
+        keys = ", ".join(f"lora.{key}" for key in ignored)
+        raise _error(
+            f"{keys} has no effect with method '{config.method}'. use_dora, use_rslora and dropout are LoRA/QLoRA "
+            "options, feedforward_modules is IA3's, r and alpha belong to lora, qlora, loha and lokr. Remove "
+            f"{keys} or pick the method it belongs to.",
+            f"{keys} 对 method '{config.method}' 不起作用：use_dora、use_rslora、dropout 属于 LoRA/QLoRA，"
+            f"feedforward_modules 属于 IA3，r 和 alpha 属于 lora、qlora、loha、lokr。请删除 {keys} 或换用对应的方法。",
+        )
 
 
 def _is_label_template(template: str) -> bool:

@@ -1,7 +1,8 @@
 """Training examples: read an ImageFolder tree, a CSV/JSONL file or a dataset folder into records, split, serve them.
 
 A record is a plain dict: ``{"image": <path>, "label": "cat"}``, ``{"image": ..., "caption": ...}``,
-``{"image": ..., "question": ..., "answer": ...}`` or ``{"image": ..., "mask": <path>}``. Image paths in a
+``{"image": ..., "question": ..., "answer": ...}``, ``{"image": ..., "mask": <path>}`` or, for a conversation,
+``{"image": [<path>, ...], "messages": [{"role": ..., "content": ...}, ...]}``. Image paths in a
 CSV/JSONL file are relative to that file's folder unless absolute.
 """
 
@@ -96,16 +97,24 @@ def read_records(source: str | Path, columns: dict[str, str]) -> list[dict[str, 
             if value is None or (isinstance(value, str) and not value.strip()):
                 raise _data_error(f"{path.name} row {number} has no '{column}'.",
                                   f"{path.name} 第 {number} 行缺少 '{column}'。")
-            if key in ("image", "mask"):
-                file = Path(str(value)).expanduser()
-                file = file if file.is_absolute() else path.parent / file
-                if not file.is_file():
-                    raise _data_error(f"{path.name} row {number}: file '{value}' not found.",
-                                      f"{path.name} 第 {number} 行：找不到文件 '{value}'。")
-                value = str(file)
-            record[key] = str(value) if key != "image" else value
+            if key == "image" and isinstance(value, list):  # several images (a conversation about them)
+                value = [_existing_file(path, number, item) for item in value]
+            elif key in ("image", "mask"):
+                value = _existing_file(path, number, value)
+            # JSONL lists and objects (a conversation's messages) stay as parsed
+            record[key] = value if key == "image" or isinstance(value, (list, dict)) else str(value)
         records.append(record)
     return records
+
+
+def _existing_file(table: Path, number: int, value: Any) -> str:
+    """A file path from row ``number`` of ``table``, relative to the table's folder unless absolute; it must exist."""
+    file = Path(str(value)).expanduser()
+    file = file if file.is_absolute() else table.parent / file
+    if not file.is_file():
+        raise _data_error(f"{table.name} row {number}: file '{value}' not found.",
+                          f"{table.name} 第 {number} 行：找不到文件 '{value}'。")
+    return str(file)
 
 
 def stratified_split(
@@ -142,7 +151,8 @@ class RecordDataset:
         from lmt.images import load_image
 
         record = dict(self.records[index])
-        record["image"] = load_image(record["image"])
+        image = record["image"]
+        record["image"] = [load_image(i) for i in image] if isinstance(image, list) else load_image(image)
         if "mask" in record:
             record["mask"] = load_mask(record["mask"])
         return record

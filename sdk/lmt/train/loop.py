@@ -21,6 +21,7 @@ from typing import Any
 from lmt.errors import InvalidInputError, LmtError
 from lmt.train import checkpoint as ckpt
 from lmt.train.config import TrainConfig, config_to_yaml, validate
+from lmt.train.methods import method_tag, weight_decays
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def run_name(config: TrainConfig, resolved_name: str) -> str:
     model = Path(resolved_name).name if Path(resolved_name).expanduser().exists() else resolved_name.split("/")[-1]
     if config.weights == "tiny":
         model += "-tiny"
-    method = f"{config.method}-r{config.lora.r}" if config.method != "full" else "full"
+    method = method_tag(config)
     data = Path(config.data.train.rstrip("/\\")).stem or "data"
     return f"{model}_{method}_bs{config.optim.batch_size}_{config.optim.epochs}ep_{data}"
 
@@ -232,9 +233,9 @@ def _optimizer(model: Any, config: TrainConfig) -> Any:
     import torch
 
     decay, no_decay = [], []
-    for param in model.parameters():
+    for name, param in model.named_parameters():
         if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)  # no decay on biases and norm scales
+            (decay if weight_decays(name, param) else no_decay).append(param)  # none on biases, norms, IA3 scales
     groups = [{"params": decay, "weight_decay": config.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.optim.lr)
 

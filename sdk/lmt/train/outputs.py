@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmt.train import checkpoint as ckpt
+from lmt.train.methods import method_description
 
 if TYPE_CHECKING:
     from lmt.train.checkpoint import Position
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
     from lmt.train.objectives.base import Objective
 
 logger = logging.getLogger(__name__)
-
-METHOD_NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit base)"}
 
 
 def base_model_id(config: TrainConfig, objective: Objective) -> str | None:
@@ -45,16 +44,6 @@ def base_display_name(config: TrainConfig, objective: Objective) -> str:
     if resolved.weights == "local":
         return f"local folder '{Path(config.model).name}'"
     return resolved.name + (" (tiny random-weight variant)" if resolved.weights == "tiny" else "")
-
-
-def method_description(config: TrainConfig, objective: Objective) -> str:
-    if config.method == "full":
-        return METHOD_NAMES["full"]
-    from lmt.train.methods import lora_settings
-
-    targets, to_save = lora_settings(config, objective)
-    text = f"{METHOD_NAMES[config.method]} r{config.lora.r} (alpha {config.lora.alpha}) on {'/'.join(targets)}"
-    return text + (f", {'/'.join(to_save)} trained in full" if to_save else "")
 
 
 def save_model(run_dir: Path, config: TrainConfig, objective: Objective, model: Any) -> None:

@@ -14,12 +14,14 @@ Hardening, in one place:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import logging
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import gradio as gr
@@ -47,20 +49,38 @@ def text(zh: str, en: str) -> str:
     return f"{zh} / {en}"
 
 
+@contextlib.contextmanager
+def _user_facing_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except gr.Error:
+        raise
+    except LmtError as err:
+        raise gr.Error(err.bilingual(), print_exception=False) from None
+    except Exception:
+        logger.exception("unexpected error in %s", name)
+        raise gr.Error(INTERNAL_ERROR, print_exception=False) from None
+
+
 def guard(fn: F) -> F:
-    """Turn every failure of a Space handler into a clear, bilingual ``gr.Error`` with no traceback or path."""
+    """Turn every failure of a Space handler into a clear, bilingual ``gr.Error`` with no traceback or path.
+
+    A generator handler (a streamed answer) stays a generator, and an error at any step is turned the same way.
+    """
+    name = getattr(fn, "__name__", "handler")
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def stream(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            with _user_facing_errors(name):
+                yield from fn(*args, **kwargs)
+
+        return stream  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with _user_facing_errors(name):
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except LmtError as err:
-            raise gr.Error(err.bilingual(), print_exception=False) from None
-        except Exception:
-            logger.exception("unexpected error in %s", getattr(fn, "__name__", "handler"))
-            raise gr.Error(INTERNAL_ERROR, print_exception=False) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -321,6 +341,22 @@ def adapter_value(value: Any) -> str | None:
             "此处不能指定 '@版本'；请填写 'user/my-lora' 形式的适配器。",
         )
     return adapter
+
+
+# ---- the back-end -------------------------------------------------------------------------------------------------
+def backend() -> str:
+    """The back-end the Spaces run their task calls on: ``$LMT_BACKEND`` (``torch``, ``onnx``, ``onnx-int8``),
+    default ``torch``. Read on every call, so a bad value is shown to the visitor as a bilingual error."""
+    from lmt.deploy.runtime import check_backend
+
+    return check_backend(os.environ.get("LMT_BACKEND", "").strip() or "torch")
+
+
+def pipeline(task: str, model: str, **kwargs: Any) -> Any:
+    """:func:`lmt.pipeline` on the operator's back-end (:func:`backend`); ``kwargs`` as for ``lmt.pipeline``."""
+    from lmt.tasks import pipeline as task_pipeline
+
+    return task_pipeline(task, model, backend=backend(), **kwargs)
 
 
 # ---- launching --------------------------------------------------------------------------------------------------

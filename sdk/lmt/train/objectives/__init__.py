@@ -16,6 +16,7 @@ OBJECTIVES: dict[str, str] = {
     "sam-mask-decoder": "lmt.train.objectives.sam:SamMaskDecoderObjective",
     "clip-contrastive": "lmt.train.objectives.clip:ClipContrastiveObjective",
     "clip-zero-shot-head": "lmt.train.objectives.clip:ClipZeroShotHeadObjective",
+    "vlm-sft": "lmt.train.objectives.vlm:VlmSftObjective",
 }
 
 

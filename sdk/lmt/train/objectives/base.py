@@ -94,10 +94,11 @@ class Objective(ABC):
         return {}
 
     def load_processor(self) -> Any:
-        import transformers
+        from lmt.loading import processor_class
 
+        # a family may name one of our own processors ("module:Class"), e.g. the image-only VLM processors
         class_name = self.family.processor_class if self.family is not None else "AutoProcessor"
-        return getattr(transformers, class_name).from_pretrained(
+        return processor_class(class_name).from_pretrained(
             self.resolved.source, revision=None if self.resolved.is_local else self.config.revision
         )
 
