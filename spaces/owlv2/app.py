@@ -43,7 +43,7 @@ def detect(image, queries, threshold, nms_threshold, model, tiny_allowed=False, 
     overlap = ui.number(nms_threshold, "nms_threshold", 0, 1)
     name, weights = ui.pick_model(model, TASK, tiny_allowed=tiny_allowed)
     progress(0.1, desc=ui.text("加载模型", "Loading the model"))
-    detector = lmt.pipeline(TASK, name, weights=weights)
+    detector = ui.pipeline(TASK, name, weights=weights)  # $LMT_BACKEND: torch, onnx or onnx-int8
     picture = lmt.load_image(path)
     progress(0.4, desc=ui.text("检测中", "Detecting"))
     result = detector(picture, queries=text, threshold=low, nms_threshold=overlap, top_k=MAX_BOXES)

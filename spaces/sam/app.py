@@ -64,7 +64,7 @@ def segment(image, points, boxes, multimask, model, tiny_allowed=False, progress
     multimask = ui.flag(multimask, "multimask")
     name, weights = ui.pick_model(model, TASK, tiny_allowed=tiny_allowed)
     progress(0.1, desc=ui.text("加载模型", "Loading the model"))
-    segmenter = lmt.pipeline(TASK, name, weights=weights)
+    segmenter = ui.pipeline(TASK, name, weights=weights)  # $LMT_BACKEND: torch, onnx or onnx-int8
     picture = lmt.load_image(path)
     progress(0.4, desc=ui.text("分割中（同一张图只编码一次）", "Segmenting (each image is encoded once)"))
     result = segmenter(picture, points=point_list or None, boxes=box_list or None, multimask=multimask)
@@ -93,7 +93,7 @@ def segment_everything(image, points_per_side, pred_iou_threshold, stability_thr
     stability = ui.number(stability_threshold, "stability_threshold", 0, 1)
     name, weights = ui.pick_model(model, TASK, tiny_allowed=tiny_allowed)
     progress(0.1, desc=ui.text("加载模型", "Loading the model"))
-    segmenter = lmt.pipeline(TASK, name, weights=weights)
+    segmenter = ui.pipeline(TASK, name, weights=weights)  # $LMT_BACKEND: torch, onnx or onnx-int8
     picture = lmt.load_image(path)
     progress(0.3, desc=ui.text(f"用 {side}×{side} 个点分割", f"Segmenting with {side}×{side} points"))
     result = segmenter(

@@ -78,6 +78,8 @@ def test_every_example_config_is_valid(tmp_path, monkeypatch):
     (tmp_path / "data" / "shapes").mkdir(parents=True)
     for name in ("shapes.csv", "captions.jsonl"):
         (tmp_path / "data" / "shapes" / name).write_text("")
+    (tmp_path / "data" / "shape-chat").mkdir(parents=True)
+    (tmp_path / "data" / "shape-chat" / "conversations.jsonl").write_text("")
     monkeypatch.chdir(tmp_path)  # example configs name data/... relative to where lmt train runs
     for path in configs:
         config = load_config(path)

@@ -1,35 +1,33 @@
-"""A faster SAM image encoder: the same ``image_embeddings`` as transformers, from the same weights.
+"""A faster SAM image encoder for CPU inference: transformers' own ``image_embeddings``, bit for bit, from the
+model's own parameters.
 
->>> from lmt.models.sam_fast import encode_images
->>> embeddings = encode_images(model, pixel_values)          # doctest: +SKIP
->>> encoder = fast_image_encoder(model); encoder(pixel_values)  # doctest: +SKIP
+>>> from lmt.models.sam_fast import encode_images, fast_image_encoder
+>>> embeddings = encode_images(model, pixel_values)      # doctest: +SKIP  (what the SAM task call runs)
+>>> embeddings = fast_image_encoder(model)(pixel_values)  # doctest: +SKIP  (the fast path, or an error saying why not)
 
-It reads the parameters of a transformers ``SamModel`` (or ``SamVisionEncoder``) in place, so it shares them
-(no copy, and a fine-tuned model is encoded as it is now), and computes the same thing layer by layer:
-patch embedding, windowed and global attention with decomposed relative positions, the MLP, and the neck.
-It is an inference path: no autograd, no dropout (as ``model.eval()``), no attention maps.
+It takes a transformers ``SamModel`` or ``SamVisionEncoder`` of any size (ViT-B/L/H, the tiny variant) and reads
+its parameters in place: nothing is copied, and a fine-tuned model is encoded as it is now. It runs the same
+operations as transformers' default (SDPA) attention path, on the same shapes, so the embeddings are equal bit for
+bit (and within 1e-6 of transformers' eager attention). Inference only: no autograd, no dropout, no attention maps.
 
-Why it is faster, on CPU (the measured numbers are in ``benchmarks/results/sam_encoder.json``):
+Why it is faster (``benchmarks/results/sam_encoder.json``: SAM ViT-B at 1024 px, 2 CPU threads):
 
-- **Global attention without the 4096 x 4096 temporaries.** transformers builds the relative-position bias of
-  each global layer as a (heads, 4096, 4096) tensor (805 MB at 1024 px for ViT-B), then attends with it. Here each
-  head is done in chunks of queries: the bias of a chunk is written once into a small score buffer (a broadcast
-  add of the height and width terms), the scores are accumulated into it by one GEMM, and softmax runs in place.
-  Nothing larger than a few MB is created, and the matmuls run in BLAS rather than in the fused kernel with a mask.
-- **No page faults from temporaries.** Buffers above glibc's mmap threshold are returned to the OS when freed,
-  so every large temporary of every layer is faulted in (and zeroed) again on the next use: millions of minor
-  page faults per image. Here the big buffers are allocated once per call and reused by every layer
-  (``out=`` and in-place ops), and the MLP runs in row chunks whose hidden activations stay small.
-- **Less wasted work around the windows.** The window padding (64 -> 70 tokens per side at 1024 px) is applied
-  to the qkv output instead of the input, so the qkv and output projections run on the real tokens only
-  (padding tokens are zeros after the layer norm, so their q, k, v are the bias: that is what is padded in),
-  and the projections add the residual in place. The neck's first convolution is a 1x1, done as a matmul on
-  the channels-last tokens, and the patch embedding, a stride-16 16x16 convolution, as one matmul.
+RESULTS_PARAGRAPH
 
-:func:`encode_images` uses this path where it was measured and checked (CPU, float32/float64, inference, plain
-transformers modules without hooks) and ``model.get_image_embeddings`` elsewhere: with gradients, in training
-mode, with adapters (peft-wrapped layers), or when hooks are registered on the encoder, so that a hook sees the
-real module run. :func:`fast_image_encoder` gives the fast path explicitly and says why when it cannot apply.
+- **No 4096 x 4096 x heads temporaries.** Each of the four global-attention layers of ViT-B attends over 64 x 64 =
+  4096 tokens with a decomposed relative-position bias. transformers sums the bias of all 12 heads into one
+  (12, 4096, 4096) float32 tensor, 805 MB, on every call (its eager attention also materialises the attention
+  matrix and its softmax, as large). Here the bias is built one head at a time into one reused 64 MB buffer and
+  handed to the same SDPA kernel: the same numbers, a twelfth of the memory traffic.
+- **No page faults from temporaries.** glibc returns any freed block above its mmap threshold (at most 32 MB) to
+  the OS, so every large temporary of every layer (qkv, biases, the MLP's hidden activations) is faulted in and
+  zeroed again on its next use. Here the large buffers are allocated once per call and reused by every layer
+  (``out=`` and in-place residual additions).
+
+:func:`encode_images` takes this path where it was measured and checked (CPU, float32/float64, inference, plain
+``nn.Linear`` layers, no hooks) and calls ``model.get_image_embeddings`` otherwise: with gradients, in training mode,
+with adapters on the linear layers (peft), or with hooks registered on the encoder, so that a hook sees the real
+module run. :func:`unsupported_reason` says which.
 """
 
 from __future__ import annotations
