@@ -295,3 +295,16 @@ def test_full_run_every_goal_holds(tmp_path):
     data = _run_bench(tmp_path / "fusion.json")
     failed = [goal for goal in data["goals"] if not goal["passed"]]
     assert not failed, failed
+
+
+def test_importing_lmt_advanced_is_cheap_and_names_resolve():
+    """``import lmt.advanced`` loads no torch; each lazy name resolves to the object its module defines."""
+    code = ("import sys, lmt.advanced as a; assert 'torch' not in sys.modules, 'torch imported'; "
+            "names = a.__all__; assert all(getattr(a, n) is not None for n in names); print(len(names))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) >= 20
+    import lmt.advanced
+
+    with pytest.raises(AttributeError):
+        lmt.advanced.no_such_name  # noqa: B018

@@ -4,6 +4,7 @@ how FLOPs are counted, the INT8 recipes, and the errors for requests that cannot
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.util
 import json
 import sys
@@ -15,7 +16,6 @@ import torch
 
 import lmt
 from lmt.cli import build_parser, main
-from lmt.deploy import bench as bench_module
 from lmt.deploy.bench import (
     DEFAULT_BACKENDS,
     DEFAULT_BATCHES,
@@ -29,6 +29,9 @@ from lmt.deploy.bench import (
 )
 from lmt.deploy.optimize import eager_attention, fold_batchnorm, int8_recipe
 from lmt.errors import InvalidInputError, UnsupportedDeviceError, UnsupportedTaskError
+
+# the module, not the function `lmt.deploy.bench` that lmt.deploy exports under the same name
+bench_module = importlib.import_module("lmt.deploy.bench")
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -188,6 +191,9 @@ def test_cli_defaults_match_the_sdk():
     assert check_backends(args.backends) == DEFAULT_BACKENDS
     assert check_batches(args.batch) == DEFAULT_BATCHES
     assert args.device == "cpu" and args.rounds == 5
+    # a task name stands for that task's default model
+    assert bench_module._model_name("image-classification") == "vit-b16"
+    assert bench_module._model_name("resnet-50") == "resnet-50"
 
 
 def test_cli_bench_writes_files_and_prints_json(tmp_path, capsys):

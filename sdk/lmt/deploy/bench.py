@@ -390,6 +390,19 @@ def _state_dict_bytes(model: Any) -> int:
     return sum(_tensor_bytes(value) for value in model.state_dict().values())
 
 
+#: Submodules the measured forward never touches (CLIP's text tower, SAM's prompt side): left out of the copy that
+#: the torch back-ends run, so that their memory and size count the image encoder alone, as the ONNX graph does.
+_UNUSED_SUBMODULES = {"clip": ("text_model", "text_projection"),
+                      "sam": ("shared_image_embedding", "prompt_encoder", "mask_decoder")}
+
+
+def image_encoder_copy(model: Any, family: str) -> Any:
+    """A deep copy of ``model`` without the submodules the image forward does not use (they become None)."""
+    skipped = [getattr(model, name) for name in _UNUSED_SUBMODULES.get(family, ()) if hasattr(model, name)]
+    # deepcopy takes a memo entry as the copy of that object: the skipped submodules are copied as None
+    return copy.deepcopy(model, memo={id(module): None for module in skipped})
+
+
 def _torch_runner(backend: str, loaded: LoadedModel, family: str, task: str, device: torch.device) -> _Runner:
     import torch
 
@@ -398,11 +411,12 @@ def _torch_runner(backend: str, loaded: LoadedModel, family: str, task: str, dev
     from lmt.device import resolve_dtype, synchronize
 
     dtype = resolve_dtype(device, _TORCH_DTYPES[backend])  # refuses bf16 where it is emulated, with the reason
+    # a copy: lmt.load's models are shared through its cache and must not be moved or converted in place
+    model = image_encoder_copy(loaded.model, family)
     if backend == "torch-int8":
-        model = quantize_torch_dynamic(loaded.model)
+        model = quantize_torch_dynamic(model)
     else:
-        # a copy: lmt.load's models are shared through its cache and must not be moved or converted in place
-        model = copy.deepcopy(loaded.model).to(device=device, dtype=dtype).eval()
+        model = model.to(device=device, dtype=dtype).eval()
     model, memory_format = eager_settings(model, family, device)
     forward = _torch_forward(model, family, task)
 
