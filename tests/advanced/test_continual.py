@@ -236,3 +236,12 @@ def test_quick_run_replay_and_lora_forget_at_most_a_third_of_naive(quick):
         assert methods[name]["forgetting"] <= methods["naive"]["forgetting"] / 3, (name, methods[name])
         assert methods[name]["accuracy_b"] > 0.8, (name, methods[name])
     assert all(goal["passed"] for goal in quick[0]["goals"]), quick[0]["goals"]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("epochs", 0), ("batch_size", 2.5), ("lr", 0.0), ("lora_lr", float("nan")), ("ewc_strength", -1.0),
+    ("lwf_temperature", "hot"), ("seeds", ()), ("replay_per_class", True),
+])
+def test_settings_refuse_bad_values(field, value):
+    with pytest.raises(InvalidInputError, match=field):
+        ContinualSettings(**{field: value})

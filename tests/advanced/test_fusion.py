@@ -195,6 +195,8 @@ def test_fused_cosine_is_the_weighted_mean_of_cosines():
     ([np.zeros((2, 3)), np.zeros((2, 3))], [0.0, 0.0]),
     ([np.zeros((2, 3)), np.zeros((2, 3))], [1.0]),
     ([np.zeros((2, 3))], [float("nan")]),
+    ([np.zeros((2, 3))], ["heavy"]),
+    ([np.zeros((2, 3))], [True]),
 ])
 def test_fuse_embeddings_refuses_bad_input(parts, weights):
     with pytest.raises(InvalidInputError):
@@ -308,3 +310,13 @@ def test_importing_lmt_advanced_is_cheap_and_names_resolve():
 
     with pytest.raises(AttributeError):
         lmt.advanced.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("epochs", 0), ("pairs_per_image", -1), ("lr", -1e-3), ("dropout", float("inf")), ("seeds", (0.5,)),
+])
+def test_fusion_settings_refuse_bad_values(field, value):
+    from lmt.advanced.fusion import FusionSettings
+
+    with pytest.raises(InvalidInputError, match=field):
+        FusionSettings(**{field: value})

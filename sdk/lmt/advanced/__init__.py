@@ -1,5 +1,5 @@
-"""Advanced topics as measured experiments: multimodal fusion (``lmt.advanced.fusion``) and continual learning
-(``lmt.advanced.continual``).
+"""Advanced topics as measured experiments: multimodal fusion (``lmt.advanced.fusion``), continual learning
+(``lmt.advanced.continual``), explainability (``lmt.advanced.explain``) and robustness (``lmt.advanced.robustness``).
 
 Importing ``lmt.advanced`` is cheap; torch loads when one of its names is first used::
 
@@ -26,6 +26,15 @@ _LAZY = {
     "fuse_embeddings": "lmt.advanced.fusion",
     "FusedEmbedder": "lmt.advanced.fusion",
     "run_retrieval_experiment": "lmt.advanced.fusion",
+    "DigitMLP": "lmt.advanced.continual",
+    "ReplayBuffer": "lmt.advanced.continual",
+    "EWC": "lmt.advanced.continual",
+    "lwf_loss": "lmt.advanced.continual",
+    "TaskRouter": "lmt.advanced.continual",
+    "PerTaskLoRA": "lmt.advanced.continual",
+    "ContinualSettings": "lmt.advanced.continual",
+    "ContinualReport": "lmt.advanced.continual",
+    "run_continual_experiment": "lmt.advanced.continual",
     "explain_image": "lmt.advanced.explain",
     "Explanation": "lmt.advanced.explain",
     "gradcam": "lmt.advanced.explain",

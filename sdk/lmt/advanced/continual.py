@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmt.advanced.digits import digits_split
+from lmt.advanced.fusion import check_settings_numbers
 from lmt.errors import InvalidInputError, missing_dependency
 from lmt.validate import check_positive_int
 
@@ -298,6 +299,12 @@ class ContinualSettings:
     lora_lr: float = 5e-3
     router_shrinkage: float = 0.1
     seeds: tuple[int, ...] = (0, 1, 2)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "hidden", "replay_per_class", "lora_rank", "lora_alpha"):
+            check_positive_int(getattr(self, name), name)
+        check_settings_numbers(self, ("lr", "lora_lr", "lwf_temperature"),
+                               ("ewc_strength", "lwf_weight", "router_shrinkage"))
 
     def to_dict(self) -> dict[str, Any]:
         return {name: (list(value) if isinstance(value, tuple) else value) for name, value in self.__dict__.items()}

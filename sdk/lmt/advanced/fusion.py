@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -352,9 +353,28 @@ class FusionSettings:
     test_pairs_per_image: int = 2
     seeds: tuple[int, ...] = (0, 1, 2)
 
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "hidden", "pairs_per_image", "test_pairs_per_image"):
+            check_positive_int(getattr(self, name), name)
+        check_settings_numbers(self, ("lr",), ("weight_decay", "dropout"))
+
     def to_dict(self) -> dict[str, Any]:
         return {name: (list(value) if isinstance(value, tuple) else value)
                 for name, value in self.__dict__.items()}
+
+
+def check_settings_numbers(settings: Any, positive: Sequence[str], non_negative: Sequence[str] = ()) -> None:
+    """The named fields of a settings dataclass are finite numbers (> 0, or >= 0), and ``seeds`` is not empty."""
+    for name in (*positive, *non_negative):
+        value = getattr(settings, name)
+        valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        if not valid or value < 0 or (name in positive and value == 0):
+            rule, rule_zh = ("a positive number", "正数") if name in positive else ("a non-negative number", "非负数")
+            raise InvalidInputError(f"{name} must be {rule}, not {value!r:.40}.",
+                                    f"{name} 应为{rule_zh}，而不是 {value!r:.40}。")
+    if not settings.seeds or not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in settings.seeds):
+        raise InvalidInputError(f"seeds must be one or more whole numbers, not {settings.seeds!r:.40}.",
+                                f"seeds 应为一个或多个整数，而不是 {settings.seeds!r:.40}。")
 
 
 @dataclass(frozen=True)
@@ -496,6 +516,21 @@ def _normalise(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.where(norms > 0, norms, 1.0)
 
 
+def check_weights(weights: Sequence[float] | None, count: int) -> list[float]:
+    """``count`` non-negative finite numbers, not all zero (``None``: equal weights)."""
+    if weights is None:
+        return [1.0] * count
+    values = [weights] if isinstance(weights, str) or np.ndim(weights) == 0 else list(weights)
+    real = all(isinstance(w, numbers.Real) and not isinstance(w, (bool, np.bool_)) for w in values)
+    if (not real or len(values) != count or any(not math.isfinite(w) or w < 0 for w in values)
+            or sum(values) <= 0):
+        raise InvalidInputError(
+            f"weights must be {count} non-negative numbers, not all zero; got {values!r:.80}.",
+            f"weights 应为 {count} 个非负数且不全为 0；收到 {values!r:.80}。",
+        )
+    return [float(w) for w in values]
+
+
 def fuse_embeddings(parts: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
     """Concatenate L2-normalised embeddings from several models, each scaled by ``sqrt(weight)``, and renormalise.
 
@@ -509,12 +544,7 @@ def fuse_embeddings(parts: Sequence[np.ndarray], weights: Sequence[float] | None
             "parts must be one or more (n, dim) embedding matrices with the same n (one row per item).",
             "parts 应为一个或多个 (n, dim) 嵌入矩阵，且行数 n 相同（每行一个样本）。",
         )
-    weights = [1.0] * len(matrices) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(matrices) or any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
-        raise InvalidInputError(
-            f"weights must be {len(matrices)} non-negative numbers, not all zero; got {weights}.",
-            f"weights 应为 {len(matrices)} 个非负数且不全为 0；收到 {weights}。",
-        )
+    weights = check_weights(weights, len(matrices))
     total = sum(weights)
     scaled = [_normalise(m) * math.sqrt(w / total) for m, w in zip(matrices, weights, strict=True)]
     # each part now has squared norm w/total, so the concatenation has norm 1 already (up to rounding)
@@ -535,8 +565,7 @@ class FusedEmbedder:
         if not embedders:
             raise InvalidInputError("Give at least one feature extractor.", "至少需要一个特征提取器。")
         self.embedders = list(embedders)
-        self.weights = list(weights) if weights is not None else [1.0] * len(self.embedders)
-        fuse_embeddings([np.zeros((1, 1))] * len(self.embedders), self.weights)  # validates the weights early
+        self.weights = check_weights(weights, len(self.embedders))
 
     def parts(self, images: Sequence[Any]) -> list[np.ndarray]:
         """Each model's (n, dim) embeddings of ``images``."""
