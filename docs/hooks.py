@@ -40,6 +40,9 @@ API_PAGES = {
     "deploy": ("lmt.deploy：导出、压缩与推理后端", ["lmt.deploy"]),
     "hub": ("lmt.hub：发布到 Hub", ["lmt.hub"]),
     "apps": ("lmt.apps：应用", ["lmt.apps.retail", "lmt.apps.medical", "lmt.apps.traffic"]),
+    "advanced": ("lmt.advanced：融合、持续学习、可解释性与鲁棒性", [
+        "lmt.advanced.fusion", "lmt.advanced.continual", "lmt.advanced.explain", "lmt.advanced.robustness",
+    ]),
 }
 LANDING = """# 视觉大模型实战课程 · Large-Model-Tutorial
 
