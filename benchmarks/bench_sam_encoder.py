@@ -1,7 +1,7 @@
 """SAM's ViT-B image encoder at 1024 px: transformers against lmt's fast encoder (lmt.models.sam_fast), in one run.
 
-    python benchmarks/bench_sam_encoder.py                  # ~3 min on 2 idle CPU cores -> results/sam_encoder.json + .md
-    python benchmarks/bench_sam_encoder.py --tiny           # tiny SAM, 1 round: code paths and parity only (~10 s)
+    python benchmarks/bench_sam_encoder.py                  # ~4.5 min on 2 idle CPU cores -> results/sam_encoder.json
+    python benchmarks/bench_sam_encoder.py --tiny           # tiny SAM, 1 round: code paths and parity only (~30 s)
     python benchmarks/bench_sam_encoder.py --wait-idle 600  # first wait (up to 10 min) for the machine to be idle
 
 The model is SamModel(SamConfig()) -- the ViT-B encoder, 1024 px input -- with seeded random weights (speed does not
@@ -19,8 +19,9 @@ Three sides, each called once per round, back to back, in a rotating order, afte
     fast                 lmt.models.sam_fast.encode_images(model, pixel_values), the same weights
 
 A speed-up is the median of the per-round ratios. For every call the script also records the minor page faults
-(``ru_minflt`` of ``resource.getrusage``), and it compares the embeddings (max abs diff). A matmul of the encoder's MLP shape, timed in the same run, gives the fp32 ceiling that
-the achieved GFLOP/s are set against; the FLOPs are counted from the config (see ``encoder_flops``).
+(``ru_minflt`` of ``resource.getrusage``), and it compares the embeddings (max abs diff). A matmul of the encoder's
+MLP shape, timed in the same run, gives the fp32 ceiling that the achieved GFLOP/s are set against; the FLOPs are
+counted from the config (see ``encoder_flops``), the same count for every side.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ TARGET_SPEEDUP = 2.0
 PARITY_TOLERANCE = 1e-4
 #: The matmul that sets the ceiling: the MLP's first linear layer at 1024 px (4096 tokens, 768 -> 3072).
 CEILING_SHAPE = (4096, 768, 3072)
-SIDES = {"transformers_eager": "transformers, eager attention", "transformers_sdpa": "transformers, default (SDPA) attention",
-         "fast": "lmt fast encoder"}
+SIDES = {
+    "transformers_eager": "transformers, eager attention",
+    "transformers_sdpa": "transformers, default (SDPA) attention",
+    "fast": "lmt fast encoder",
+}
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,9 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
 def encoder_flops(config: Any) -> dict[str, float]:
     """Floating-point operations (2 per multiply-add) of one image through SAM's image encoder, by part.
 
-    Linear layers count the real tokens only; windowed attention counts the padded windows, whose padding tokens
-    are real keys (as SAM computes them). Layer norms, softmax, GELU and additions are left out.
+    Linear layers count the real tokens only (both transformers and lmt also run the windowed layers' qkv and output
+    projections on the padding tokens: uncounted work); windowed attention counts the padded windows, whose padding
+    tokens are real keys in SAM. Layer norms, softmax, GELU and additions are left out.
     """
     size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
     patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
