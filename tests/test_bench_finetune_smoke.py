@@ -3,43 +3,28 @@ README says to run it. Speed and memory goals are not asserted: a tiny model mea
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "benchmarks" / "bench_finetune.py"
+from tests.benchscripts import imported, run_script
+
 VARIANTS = ("full", "lora", "lora_checkpointing")
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "finetune.json"
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    # as a script, the way it is documented: it imports its helpers from bench_foundation next to it
-    done = subprocess.run([sys.executable, str(BENCH), "--tiny", "--out", str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "lora_step_time" in done.stdout  # the printed table names every goal
-    return json.loads(out.read_text(encoding="utf-8")), out
+    data, stdout = run_script("bench_finetune", out, "--tiny")
+    assert "lora_step_time" in stdout  # the printed table names every goal
+    return data, out
 
 
 @pytest.fixture(scope="module")
 def bench():
     """The benchmark module, for its render_markdown; imported as the script imports it."""
-    names = ("bench_finetune", "bench_foundation")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCH.parent))
-        import bench_finetune
-
-        yield bench_finetune
-        for name in names:
-            sys.modules.pop(name, None)
+    with imported("bench_finetune") as module:
+        yield module
 
 
 def test_results_file_has_every_field(results):

@@ -3,41 +3,26 @@ to run it, and the fast encoder matches transformers. Speed goals are not assert
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "benchmarks" / "bench_sam_encoder.py"
+from tests.benchscripts import imported, run_script
+
 SIDES = ("transformers_eager", "transformers_sdpa", "fast")
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "sam_encoder.json"
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    # as a script, the way it is documented: it imports its helpers from bench_foundation next to it
-    done = subprocess.run([sys.executable, str(BENCH), "--tiny", "--out", str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "sam_encoder_vs_eager" in done.stdout  # the printed table names the goal
-    return json.loads(out.read_text(encoding="utf-8")), out
+    data, stdout = run_script("bench_sam_encoder", out, "--tiny")
+    assert "sam_encoder_vs_eager" in stdout  # the printed table names the goal
+    return data, out
 
 
 @pytest.fixture(scope="module")
 def bench():
     """The benchmark module, for its render_markdown and encoder_flops; imported as the script imports it."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCH.parent))
-        import bench_sam_encoder
-
-        yield bench_sam_encoder
-        for name in ("bench_sam_encoder", "bench_foundation"):
-            sys.modules.pop(name, None)
+    with imported("bench_sam_encoder") as module:
+        yield module
 
 
 def test_results_file_has_every_field(results, bench):

@@ -4,10 +4,6 @@ naive fine-tuning forgets."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,9 +24,7 @@ from lmt.advanced.continual import (
     split_digits,
 )
 from lmt.errors import InvalidInputError
-
-REPO = Path(__file__).resolve().parents[2]
-BENCH = REPO / "benchmarks" / "bench_continual.py"
+from tests.benchscripts import imported, run_script
 
 
 @pytest.fixture(scope="module")
@@ -185,11 +179,7 @@ def test_unknown_methods_are_refused():
 
 # ---- the benchmark -----------------------------------------------------------------------------------------------------
 def _run_bench(out: Path, *args: str) -> dict:
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    done = subprocess.run([sys.executable, str(BENCH), *args, "--out", str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(out.read_text(encoding="utf-8"))
+    return run_script("bench_continual", out, *args, timeout=1800)[0]
 
 
 @pytest.fixture(scope="module")
@@ -200,13 +190,8 @@ def quick(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bench():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCH.parent))
-        import bench_continual
-
-        yield bench_continual
-        for name in ("bench_continual", "bench_foundation"):
-            sys.modules.pop(name, None)
+    with imported("bench_continual") as module:
+        yield module
 
 
 def test_quick_results_file_has_every_field(quick, bench):

@@ -3,8 +3,6 @@ benchmark, whose quick run must show fusion beating both single modalities on th
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +31,9 @@ from lmt.advanced.fusion import (
     recall_at_k,
 )
 from lmt.errors import InvalidInputError
+from tests.benchscripts import imported, run_script
 
 REPO = Path(__file__).resolve().parents[2]
-BENCH = REPO / "benchmarks" / "bench_fusion.py"
 
 
 @pytest.fixture(scope="module")
@@ -237,11 +235,7 @@ def test_fused_embedder_indexes_clip_and_dinov2_together(cat_path, rgb_image, ot
 
 # ---- the benchmark ---------------------------------------------------------------------------------------------------
 def _run_bench(out: Path, *args: str) -> dict:
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    done = subprocess.run([sys.executable, str(BENCH), *args, "--out", str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(out.read_text(encoding="utf-8"))
+    return run_script("bench_fusion", out, *args, timeout=1800)[0]
 
 
 @pytest.fixture(scope="module")
@@ -252,13 +246,8 @@ def quick(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bench():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCH.parent))
-        import bench_fusion
-
-        yield bench_fusion
-        for name in ("bench_fusion", "bench_foundation"):
-            sys.modules.pop(name, None)
+    with imported("bench_fusion") as module:
+        yield module
 
 
 def test_quick_results_file_has_every_field(quick, bench):

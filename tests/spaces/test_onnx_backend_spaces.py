@@ -37,5 +37,5 @@ def test_sam_space_on_onnx(space_client, monkeypatch):
     assert len(onnx_raw["masks"]) == len(torch_raw["masks"]) == 3
     np.testing.assert_allclose([m["score"] for m in onnx_raw["masks"]], [m["score"] for m in torch_raw["masks"]],
                                atol=1e-3)
-    for ours, theirs in zip(onnx_raw["masks"], torch_raw["masks"]):
+    for ours, theirs in zip(onnx_raw["masks"], torch_raw["masks"], strict=True):
         assert abs(ours["area"] - theirs["area"]) <= max(2, 0.001 * theirs["area"])
