@@ -27,6 +27,19 @@ logger = logging.getLogger(__name__)
 
 #: Label of tokens the loss ignores (image tokens, prompt, padding), as in torch's cross-entropy.
 IGNORE_INDEX = -100
+
+
+def next_token_losses(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """(per-token cross-entropy, mask of learned tokens), both (batch, length - 1): token t predicts token t+1,
+    positions labelled ``IGNORE_INDEX`` cost nothing. The loss of every generative objective."""
+    import torch.nn.functional as F
+
+    shifted_logits, shifted_labels = logits[:, :-1].float(), labels[:, 1:]
+    losses = F.cross_entropy(
+        shifted_logits.reshape(-1, shifted_logits.shape[-1]), shifted_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX, reduction="none",
+    ).view(shifted_labels.shape)
+    return losses, shifted_labels != IGNORE_INDEX
 #: New tokens generated per example during evaluation (greedy): room for a caption of ~20 words.
 GENERATE_MAX_NEW_TOKENS = 32
 #: Target tokens kept per example, EOS included; longer captions/answers are cut (and a warning is logged).
@@ -198,19 +211,11 @@ class _Blip2TextObjective(Objective):
     # ------------------------------------------------------------------ loss and evaluation
     def _token_losses(self, model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
         """(per-token cross-entropy, mask of target tokens), both (batch, length - 1)."""
-        import torch.nn.functional as F
-
         logits = model(
             pixel_values=batch["pixel_values"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
         ).logits
-        # token t predicts token t+1; the logits cover the whole sequence, image tokens included
-        logits = logits[:, -batch["labels"].shape[1] :].float()
-        shifted_logits, shifted_labels = logits[:, :-1], batch["labels"][:, 1:]
-        losses = F.cross_entropy(
-            shifted_logits.reshape(-1, shifted_logits.shape[-1]), shifted_labels.reshape(-1),
-            ignore_index=IGNORE_INDEX, reduction="none",
-        ).view(shifted_labels.shape)
-        return losses, shifted_labels != IGNORE_INDEX
+        # the logits cover the whole sequence, image query tokens included: keep the text positions
+        return next_token_losses(logits[:, -batch["labels"].shape[1] :], batch["labels"])
 
     def loss(self, model: Any, batch: dict[str, Any]) -> Any:
         losses, mask = self._token_losses(model, batch)

@@ -25,7 +25,7 @@ from typing import Any
 
 from lmt.errors import InvalidInputError
 from lmt.train.objectives.base import Objective
-from lmt.train.objectives.blip2 import EXAMPLES_IN_EXTRAS, IGNORE_INDEX, text_metrics
+from lmt.train.objectives.blip2 import EXAMPLES_IN_EXTRAS, IGNORE_INDEX, next_token_losses, text_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -326,16 +326,8 @@ class VlmSftObjective(Objective):
 
     def _token_losses(self, model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
         """(per-token cross-entropy, mask of answer tokens), both (batch, length - 1)."""
-        import torch.nn.functional as F
 
-        logits = model(**self._model_inputs(batch, prompt=False)).logits.float()
-        # token t predicts token t+1
-        shifted_logits, shifted_labels = logits[:, :-1], batch["labels"][:, 1:]
-        losses = F.cross_entropy(
-            shifted_logits.reshape(-1, shifted_logits.shape[-1]), shifted_labels.reshape(-1),
-            ignore_index=IGNORE_INDEX, reduction="none",
-        ).view(shifted_labels.shape)
-        return losses, shifted_labels != IGNORE_INDEX
+        return next_token_losses(model(**self._model_inputs(batch, prompt=False)).logits, batch["labels"])
 
     def loss(self, model: Any, batch: dict[str, Any]) -> Any:
         losses, mask = self._token_losses(model, batch)
