@@ -25,9 +25,7 @@ router); parameter cost = parameters trained for task B.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -35,10 +33,8 @@ from pathlib import Path
 from typing import Any
 
 # Run as a script, this folder is on sys.path. bench_foundation sets HF_HUB_OFFLINE and friends on import.
-from bench_foundation import Goal, machine_info, measure_and_write
+from bench_foundation import Goal, machine_info, quick_or_full_main
 
-RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_OUT = {"full": RESULTS / "continual.json", "quick": RESULTS / "continual-quick.json"}
 #: Replay and per-task LoRA must forget at most this share of what naive fine-tuning forgets.
 FORGETTING_SHARE = round(1 / 3, 3)
 #: Naive fine-tuning must forget at least this much accuracy on A, or the setup shows nothing.
@@ -163,17 +159,10 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 10 epochs per task")
-    parser.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/continual[-quick].json)")
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="first wait up to SECONDS for the 1-minute load average to drop below 1")
-    args = parser.parse_args(argv)
-    mode = "quick" if args.quick else "full"
-    command_args = list(sys.argv[1:] if argv is None else argv)
-    return measure_and_write("continual", run, MODES[mode], out=args.out or DEFAULT_OUT[mode],
-                             command_args=command_args, wait_idle=args.wait_idle, render_markdown=render_markdown,
-                             print_table=print_table)
+    return quick_or_full_main(
+        "continual", run, MODES, description=__doc__.splitlines()[0], quick_help="1 seed, 10 epochs per task",
+        render_markdown=render_markdown, print_table=print_table, argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -834,5 +834,32 @@ def measure_and_write(
     print(f"wrote {out} and {out.with_suffix('.md')} in {results['total_s']} s")
     return results
 
+
+def quick_or_full_main(
+    name: str,
+    run: Callable[[Any], dict[str, Any]],
+    modes: dict[str, Any],
+    *,
+    description: str,
+    quick_help: str,
+    render_markdown: Callable[[dict[str, Any]], str],
+    print_table: Callable[[dict[str, Any]], None],
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The command line of a benchmark with a full and a ``--quick`` mode (``modes`` maps both to settings):
+    ``--quick``, ``--out`` (default ``results/<name>.json`` or ``results/<name>-quick.json``) and ``--wait-idle``;
+    then :func:`measure_and_write`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", type=Path, help=f"results JSON (default: benchmarks/results/{name}[-quick].json)")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to SECONDS for the 1-minute load average to drop below 1")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    out = args.out or RESULTS / (f"{name}-quick.json" if args.quick else f"{name}.json")
+    command_args = list(sys.argv[1:] if argv is None else argv)
+    return measure_and_write(name, run, modes[mode], out=out, command_args=command_args, wait_idle=args.wait_idle,
+                             render_markdown=render_markdown, print_table=print_table)
+
 if __name__ == "__main__":
     main()

@@ -24,9 +24,7 @@ score-level fusion behaves, not how good real CLIP + DINOv2 features are.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -34,10 +32,8 @@ from pathlib import Path
 from typing import Any
 
 # Run as a script, this folder is on sys.path. bench_foundation sets HF_HUB_OFFLINE and friends on import.
-from bench_foundation import Goal, machine_info, measure_and_write
+from bench_foundation import Goal, machine_info, quick_or_full_main
 
-RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_OUT = {"full": RESULTS / "fusion.json", "quick": RESULTS / "fusion-quick.json"}
 #: "A clear margin": a fusion head must beat the better single modality by this much accuracy (absolute).
 CLEAR_MARGIN = 0.20
 #: Late fusion cannot represent xor; it must stay this close to the best single modality there.
@@ -196,20 +192,15 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the xor rule, 1 seed, 10 epochs, small gallery")
-    parser.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/fusion[-quick].json)")
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="first wait up to SECONDS for the 1-minute load average to drop below 1")
-    args = parser.parse_args(argv)
-    mode = "quick" if args.quick else "full"
-    command_args = list(sys.argv[1:] if argv is None else argv)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()  # the tiny DINOv2 folder's unused head is reported on every load
-    return measure_and_write("fusion", run, MODES[mode], out=args.out or DEFAULT_OUT[mode], command_args=command_args,
-                             wait_idle=args.wait_idle, render_markdown=render_markdown, print_table=print_table)
+    return quick_or_full_main(
+        "fusion", run, MODES, description=__doc__.splitlines()[0],
+        quick_help="the xor rule, 1 seed, 10 epochs, small gallery",
+        render_markdown=render_markdown, print_table=print_table, argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -10,18 +10,13 @@ defended model is a copy of the trained one fine-tuned on PGD examples (eps = tr
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 # Run as a script, this folder is on sys.path; bench_foundation sets HF_HUB_OFFLINE and friends on import.
-from bench_foundation import machine_info, measure_and_write
-
-RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_OUT = {"full": RESULTS / "robustness.json", "quick": RESULTS / "robustness-quick.json"}
+from bench_foundation import machine_info, quick_or_full_main
 
 
 @dataclass(frozen=True)
@@ -77,15 +72,10 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer epochs and PGD steps")
-    parser.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/robustness[-quick].json)")
-    args = parser.parse_args(argv)
-    mode = "quick" if args.quick else "full"
-    command_args = list(sys.argv[1:] if argv is None else argv)
-    return measure_and_write("robustness", run, MODES[mode], out=args.out or DEFAULT_OUT[mode],
-                             command_args=command_args, wait_idle=0.0, render_markdown=render_markdown,
-                             print_table=print_table)
+    return quick_or_full_main(
+        "robustness", run, MODES, description=__doc__.splitlines()[0], quick_help="fewer epochs and PGD steps",
+        render_markdown=render_markdown, print_table=print_table, argv=argv,
+    )
 
 
 if __name__ == "__main__":
