@@ -14,7 +14,6 @@ import gradio as gr
 
 import lmt
 from lmt import ui
-from lmt.errors import InvalidInputError
 
 TITLE = "BLIP-2"
 CAPTION_TASK = "image-to-text"
@@ -22,43 +21,16 @@ VQA_TASK = "visual-question-answering"
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 PREVIOUS_TURNS = 4  # earlier question/answer pairs written into the prompt
 TURN_CHARS = 150  # each earlier question and answer is cut to this many characters
-MAX_MESSAGES = 200  # a longer chat history is refused: clear the chat
 
 
 def chat_messages(history):
-    """A chat history from the UI or the API, checked: [{"role": "user"|"assistant", "content": str}, ...]."""
-    if history is None:
-        return []
-    malformed = InvalidInputError(
-        'history must be a list of {"role": "user" or "assistant", "content": text} messages; '
-        "send [] to start a new chat.",
-        'history 必须是 {"role": "user" 或 "assistant", "content": 文本} 组成的列表；发送 [] 可开始新对话。',
-    )
-    if not isinstance(history, list):
-        raise malformed
-    if len(history) > MAX_MESSAGES:
-        raise InvalidInputError(
-            f"The chat has {len(history)} messages; the limit is {MAX_MESSAGES}. Clear the chat and ask again.",
-            f"对话已有 {len(history)} 条消息，上限为 {MAX_MESSAGES}。请清空对话后再问。",
-        )
-    messages = []
-    for message in history:
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise malformed
-        content = message.get("content")
-        if not isinstance(content, str) or len(content) > ui.MAX_TEXT_CHARS:
-            raise malformed
-        messages.append({"role": message["role"], "content": content})
-    return messages
+    """The chat history from the UI or the API, checked (see :func:`lmt.ui.chat_messages`)."""
+    return ui.chat_messages(history)
 
 
 def chat_prompt(messages, question):
     """BLIP-2's prompt for ``question`` after the chat so far, with at most PREVIOUS_TURNS earlier turns."""
-    turns = [
-        (asked["content"], answered["content"])
-        for asked, answered in zip(messages, messages[1:], strict=False)
-        if asked["role"] == "user" and answered["role"] == "assistant"
-    ][-PREVIOUS_TURNS:]
+    turns = ui.answered_turns(messages, PREVIOUS_TURNS)
     parts = [f"Question: {q[:TURN_CHARS].strip()} Answer: {a[:TURN_CHARS].strip().rstrip('.')}." for q, a in turns]
     return " ".join([*parts, f"Question: {question} Answer:"])
 

@@ -14,7 +14,6 @@ import gradio as gr
 
 import lmt
 from lmt import ui
-from lmt.errors import InvalidInputError
 from lmt.registry import list_models
 from lmt.tasks.chat import MAX_MESSAGE_CHARS, prompt
 
@@ -24,7 +23,6 @@ EXAMPLES = Path(__file__).resolve().parent / "examples"
 #: One list per family, so that each family offers its own tiny variant.
 FAMILIES = (list_models("qwen2.5-vl*", task=TASK), list_models("internvl*", task=TASK))
 PREVIOUS_TURNS = 6  # earlier question/answer pairs sent along as context
-MAX_MESSAGES = 200  # a longer chat history is refused: start a new chat
 MAX_NEW_TOKENS = 512
 MAX_BOXES = 50
 EXAMPLE_PROMPTS = [
@@ -48,40 +46,14 @@ def pick(choice, tiny_allowed):
 
 
 def chat_messages(history):
-    """A chat history from the UI or the API, checked: [{"role": "user"|"assistant", "content": str}, ...]."""
-    if history is None:
-        return []
-    malformed = InvalidInputError(
-        'history must be a list of {"role": "user" or "assistant", "content": text} messages; '
-        "send [] to start a new chat.",
-        'history 必须是 {"role": "user" 或 "assistant", "content": 文本} 组成的列表；发送 [] 可开始新对话。',
-    )
-    if not isinstance(history, list):
-        raise malformed
-    if len(history) > MAX_MESSAGES:
-        raise InvalidInputError(
-            f"The chat has {len(history)} messages; the limit is {MAX_MESSAGES}. Start a new chat.",
-            f"对话已有 {len(history)} 条消息，上限为 {MAX_MESSAGES}。请开始新对话。",
-        )
-    messages = []
-    for message in history:
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise malformed
-        content = message.get("content")
-        if not isinstance(content, str) or len(content) > MAX_MESSAGE_CHARS:
-            raise malformed
-        messages.append({"role": message["role"], "content": content})
-    return messages
+    """The chat history from the UI or the API, checked (see :func:`lmt.ui.chat_messages`)."""
+    return ui.chat_messages(history, max_chars=MAX_MESSAGE_CHARS)
 
 
 def context(messages, image):
     """(SDK history, image for the new turn): the last PREVIOUS_TURNS question/answer pairs, the image going with
     the first of them, or with the new question when the chat is new."""
-    turns = [
-        (asked["content"], answered["content"])
-        for asked, answered in zip(messages, messages[1:], strict=False)
-        if asked["role"] == "user" and answered["role"] == "assistant"
-    ][-PREVIOUS_TURNS:]
+    turns = ui.answered_turns(messages, PREVIOUS_TURNS)
     history = []
     for index, (question, answer) in enumerate(turns):
         content = [{"type": "text", "text": question}]

@@ -223,6 +223,49 @@ def flag(value: Any, name: str) -> bool:
     return value
 
 
+#: A longer chat history is refused: the visitor starts a new chat.
+MAX_CHAT_MESSAGES = 200
+
+
+def chat_messages(history: Any, max_chars: int = MAX_TEXT_CHARS) -> list[dict[str, str]]:
+    """A chat history from the UI or the API, checked: ``[{"role": "user"|"assistant", "content": str}, ...]``
+    (None is an empty chat). Anything else, too many messages or a message over ``max_chars`` is a clear error."""
+    if history is None:
+        return []
+    malformed = InvalidInputError(
+        'history must be a list of {"role": "user" or "assistant", "content": text} messages; '
+        "send [] to start a new chat.",
+        'history 必须是 {"role": "user" 或 "assistant", "content": 文本} 组成的列表；发送 [] 可开始新对话。',
+    )
+    if not isinstance(history, list):
+        raise malformed
+    if len(history) > MAX_CHAT_MESSAGES:
+        raise InvalidInputError(
+            f"The chat has {len(history)} messages; the limit is {MAX_CHAT_MESSAGES}. Clear the chat to start a "
+            "new one.",
+            f"对话已有 {len(history)} 条消息，上限为 {MAX_CHAT_MESSAGES}。请清空对话，开始新对话。",
+        )
+    messages = []
+    for message in history:
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise malformed
+        content = message.get("content")
+        if not isinstance(content, str) or len(content) > max_chars:
+            raise malformed
+        messages.append({"role": message["role"], "content": content})
+    return messages
+
+
+def answered_turns(messages: list[dict[str, str]], limit: int) -> list[tuple[str, str]]:
+    """The last ``limit`` (question, answer) pairs of a checked chat: a user message followed by an answer."""
+    turns = [
+        (asked["content"], answered["content"])
+        for asked, answered in zip(messages, messages[1:], strict=False)
+        if asked["role"] == "user" and answered["role"] == "assistant"
+    ]
+    return turns[-limit:] if limit else []
+
+
 # ---- outputs ----------------------------------------------------------------------------------------------------
 #: Longest side of the images a Space *shows*; the JSON results keep the original pixel coordinates.
 DISPLAY_MAX_SIDE = 1024
