@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -49,21 +50,28 @@ def _builder_hash(family_name: str) -> str:
 
 def tiny_model_path(family_name: str) -> Path:
     """The folder holding ``family_name``'s tiny variant, built on first use (safe across processes)."""
-    from filelock import FileLock
-
     family = get_family(family_name)
     folder = lmt_home() / "tiny" / f"{family.name}-{_builder_hash(family.name)}"
+    return build_once(folder, family.build_tiny, family.name)
+
+
+def build_once(folder: Path, build: Callable[[Path], None], label: str) -> Path:
+    """``folder``, written by ``build(staging_folder)`` the first time it is asked for: under a file lock, into a
+    hidden staging folder renamed into place once complete, so that concurrent processes build it once and a killed
+    build never leaves a folder that looks finished. Used by every tiny variant (models and diffusers pipelines)."""
+    from filelock import FileLock
+
     if (folder / _COMPLETE_MARKER).exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if (folder / _COMPLETE_MARKER).exists():
             return folder
-        logger.info("Building the tiny variant of '%s' in %s", family.name, folder)
-        staging = Path(tempfile.mkdtemp(prefix=f".{family.name}-", dir=folder.parent))
+        logger.info("Building the tiny variant of '%s' in %s", label, folder)
+        staging = Path(tempfile.mkdtemp(prefix=f".{label}-", dir=folder.parent))
         try:
-            family.build_tiny(staging)
-            (staging / _COMPLETE_MARKER).write_text(family.name)
+            build(staging)
+            (staging / _COMPLETE_MARKER).write_text(label)
             if folder.exists():  # a half-built folder from a killed process
                 shutil.rmtree(folder)
             staging.rename(folder)

@@ -146,7 +146,7 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch
 
 def digits_tensors(test_fraction: float = 0.3, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """scikit-learn digits as (train x, train y, test x, test y): x (N, 1, 8, 8) in [0, 1] (pixel / 16)."""
-    from lmt.advanced.fusion import digits_split
+    from lmt.advanced.digits import digits_split
 
     train_x, train_y, test_x, test_y = digits_split(test_fraction=test_fraction, seed=seed)
 

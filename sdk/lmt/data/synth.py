@@ -28,8 +28,6 @@ import json
 import logging
 import math
 import re
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -160,30 +158,11 @@ def _builder_hash() -> str:
 
 def tiny_pipeline_path(kind: str) -> Path:
     """The folder holding the tiny ``kind`` pipeline, built on first use (as :func:`lmt.tiny.tiny_model_path`)."""
-    from filelock import FileLock
-
-    from lmt.tiny import lmt_home
+    from lmt.tiny import build_once, lmt_home
 
     _check_kind(kind)
     folder = lmt_home() / "tiny" / f"diffusers-{kind}-{_builder_hash()}"
-    marker = folder / ".lmt-tiny-complete"
-    if marker.exists():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if marker.exists():
-            return folder
-        logger.info("Building the tiny %s pipeline in %s", kind, folder)
-        staging = Path(tempfile.mkdtemp(prefix=f".diffusers-{kind}-", dir=folder.parent))
-        try:
-            build_tiny(kind, staging)
-            (staging / marker.name).write_text(kind)
-            if folder.exists():  # half-built by a killed process
-                shutil.rmtree(folder)
-            staging.rename(folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return build_once(folder, lambda staging: build_tiny(kind, staging), f"diffusers-{kind}")
 
 
 # ---- loading -------------------------------------------------------------------------------------------------------
