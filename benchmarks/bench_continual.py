@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 # Run as a script, this folder is on sys.path. bench_foundation sets HF_HUB_OFFLINE and friends on import.
-from bench_foundation import Goal, machine_info, quick_or_full_main
+from bench_foundation import Goal, goals_table, machine_info, quick_or_full_main
 
 #: Replay and per-task LoRA must forget at most this share of what naive fine-tuning forgets.
 FORGETTING_SHARE = round(1 / 3, 3)
@@ -119,12 +119,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"({report['model_parameters']:,} parameters). Accuracy on A right after training on A: "
         f"{_percent(report['accuracy_a_after_a'])} (the same model is the start of every method).",
         "",
-        "| goal | measured | target | pass |",
-        "|---|---|---|---|",
     ]
-    for goal in results["goals"]:
-        lines.append(f"| {goal['description']} | {goal['measured']:.3f} | {goal['goal']} | "
-                     f"{'yes' if goal['passed'] else 'NO'} |")
+    lines += goals_table(results["goals"], lambda goal: f"{goal['measured']:.3f}")
     lines += [
         "",
         "Class-incremental (10-way, no task id), mean over seeds:",

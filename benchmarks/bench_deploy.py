@@ -31,7 +31,7 @@ from typing import Any
 
 # Run as a script, this folder is on sys.path. bench_foundation sets HF_HUB_OFFLINE and friends on import, before
 # anything reads them.
-from bench_foundation import REPO, Goal, build_clip, build_vit, machine_info, measure_and_write
+from bench_foundation import REPO, Goal, build_clip, build_vit, goals_table, machine_info, measure_and_write
 
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_OUT = {"full": RESULTS / "deploy.json", "tiny": RESULTS / "deploy-tiny.json"}
@@ -140,12 +140,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "Speed-ups and shares of the ceiling are medians of per-round ratios; in each round every back-end and the "
         "matmul ceiling run once, back to back, in a rotating order. The chart is `deploy.png` next to this file.",
         "",
-        "| goal | measured | target | pass |",
-        "|---|---|---|---|",
     ]
-    for goal in results["goals"]:
-        value = f"{goal['measured']:.2f}{goal['unit']}"
-        lines.append(f"| {goal['description']} | {value} | {goal['goal']} | {'yes' if goal['passed'] else 'NO'} |")
+    lines += goals_table(results["goals"])
     for family, result in results["models"].items():
         lines += [
             "",

@@ -41,6 +41,7 @@ from typing import Any
 # anything reads them; the children inherit them.
 from bench_foundation import (
     Goal,
+    goals_table,
     machine_info,
     measure_and_write,
     median,
@@ -419,12 +420,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{results['settings']['rounds']} rounds (one step of each variant per round, rotating order). Peak memory: "
         f"each variant in a fresh process; {setup['memory_counted']}.",
         "",
-        "| goal | measured | target | pass |",
-        "|---|---|---|---|",
     ]
-    for goal in results["goals"]:
-        lines.append(f"| {goal['description']} | {goal['measured']:.2f}{goal['unit']} | {goal['goal']} | "
-                     f"{'yes' if goal['passed'] else 'NO'} |")
+    lines += goals_table(results["goals"])
     lines += [
         "",
         "| variant | trainable / total parameters | trainable | step (s, median) | step vs full | "

@@ -595,6 +595,16 @@ class Goal:
         return asdict(self) | {"goal": f"{self.comparison} {self.target:g}{self.unit}", "passed": self.passed}
 
 
+def goals_table(goals: Sequence[dict[str, Any]], value: Callable[[dict[str, Any]], str] | None = None) -> list[str]:
+    """The markdown table of goals (``Goal.to_dict()`` rows) every results file opens with; ``value`` formats the
+    measured value (default: two decimals and the unit)."""
+    value = value or (lambda goal: f"{goal['measured']:.2f}{goal['unit']}")
+    lines = ["| goal | measured | target | pass |", "|---|---|---|---|"]
+    for goal in goals:
+        lines.append(f"| {goal['description']} | {value(goal)} | {goal['goal']} | {'yes' if goal['passed'] else 'NO'} |")
+    return lines
+
+
 def goals_of(sections: dict[str, Any]) -> list[Goal]:
     zs, det, cls, sam, cli = (sections[k] for k in ("zero_shot", "detect", "classify", "sam", "cli"))
     return [
@@ -644,6 +654,11 @@ def _seconds(value: float | None) -> str:
     return "not measured" if value is None else f"{value:.2f}"
 
 
+def _goal_value(goal: dict[str, Any]) -> str:
+    unit = goal["unit"]
+    return f"{goal['measured']:.2f}{unit}" if unit in ("x", "%", " s") else f"{goal['measured']:g}{unit}"
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     """The markdown table the README quotes, generated from the results JSON only."""
     machine = results["machine"]
@@ -661,13 +676,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "Ratios are medians over rounds of per-round ratios; in each round every side runs once, back to back.",
         "",
-        "| goal | measured | target | pass |",
-        "|---|---|---|---|",
     ]
-    for goal in results["goals"]:
-        unit = goal["unit"]
-        value = f"{goal['measured']:.2f}{unit}" if unit in ("x", "%", " s") else f"{goal['measured']:g}{unit}"
-        lines.append(f"| {goal['description']} | {value} | {goal['goal']} | {'yes' if goal['passed'] else 'NO'} |")
+    lines += goals_table(results["goals"], _goal_value)
     s = results["sections"]
     lines += [
         "",

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 # Run as a script, this folder is on sys.path. bench_foundation sets HF_HUB_OFFLINE and friends on import.
-from bench_foundation import Goal, machine_info, quick_or_full_main
+from bench_foundation import Goal, goals_table, machine_info, quick_or_full_main
 
 #: "A clear margin": a fusion head must beat the better single modality by this much accuracy (absolute).
 CLEAR_MARGIN = 0.20
@@ -144,12 +144,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         f"Data: {results['setup']['data']}. Encoders: {results['setup']['encoders']}.",
         "",
-        "| goal | measured | target | pass |",
-        "|---|---|---|---|",
     ]
-    for goal in results["goals"]:
-        lines.append(f"| {goal['description']} | {goal['measured']:+.3f} | {goal['goal']} | "
-                     f"{'yes' if goal['passed'] else 'NO'} |")
+    lines += goals_table(results["goals"], lambda goal: f"{goal['measured']:+.3f}")
     for rule, report in results["fusion"].items():
         lines += [
             "",

@@ -36,7 +36,16 @@ from pathlib import Path
 from typing import Any
 
 # Run as a script, this folder is on sys.path. bench_foundation sets HF_HUB_OFFLINE and friends on import.
-from bench_foundation import Goal, machine_info, measure_and_write, median, paired_ratio, rounded, time_rounds
+from bench_foundation import (
+    Goal,
+    goals_table,
+    machine_info,
+    measure_and_write,
+    median,
+    paired_ratio,
+    rounded,
+    time_rounds,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_OUT = {"full": RESULTS / "sam_encoder.json", "tiny": RESULTS / "sam_encoder-tiny.json"}
@@ -274,12 +283,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"rotating order, after a warm-up round). transformers runs `{setup['transformers_call']}` with its eager "
         f"attention and with its default (SDPA) attention; lmt runs `{setup['fast_call']}` on the same weights.",
         "",
-        "| goal | measured | target | pass |",
-        "|---|---|---|---|",
     ]
-    for goal in results["goals"]:
-        lines.append(f"| {goal['description']} | {goal['measured']:.2f}{goal['unit']} | {goal['goal']} | "
-                     f"{'yes' if goal['passed'] else 'NO'} |")
+    lines += goals_table(results["goals"])
     lines += [
         "",
         f"| side | s per image (median) | lmt fast is faster by | minor page faults per call | GFLOP/s | "
