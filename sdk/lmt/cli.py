@@ -1060,6 +1060,7 @@ EXPORT_EPILOG = """examples:
   lmt export clip-vit-b32 --tiny --quantize int8 --out build/clip-onnx --json
   lmt export owlv2-b16 --tiny --format onnx --out build/owlv2-onnx
   lmt export sam-vit-base --tiny --quantize int8 --out build/sam-onnx
+  lmt export resnet-50 --tiny --quantize int8 --calibration examples/images --out build/resnet-onnx
 """
 
 
@@ -1076,16 +1077,20 @@ def add_export_parser(subparsers: Any) -> None:
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
     parser.add_argument("--quantize", choices=("int8", "fp16"), help="also write <graph>.int8.onnx or .fp16.onnx")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    parser.add_argument("--calibration", metavar="DIR",
+                        help="folder of typical input images: calibrates ResNet's static INT8 (--quantize int8)")
     parser.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder to write to")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON document")
     parser.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from lmt.deploy.bench import calibration_folder
     from lmt.deploy.export import export_onnx
 
     result = export_onnx(
-        args.model, weights="tiny" if args.tiny else "real", out=args.out, quantize=args.quantize, opset=args.opset
+        args.model, weights="tiny" if args.tiny else "real", out=args.out, quantize=args.quantize, opset=args.opset,
+        calibration_images=calibration_folder(args.calibration) if args.calibration else None,
     )
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
@@ -1096,6 +1101,9 @@ def run_export(args: argparse.Namespace) -> int:
         if graph.quantized_file:
             quantized = graph.quantized_max_abs_diff
             line += f"; {graph.quantized_file}: " + (f"{quantized:.2e}" if quantized is not None else "not run here")
+            if graph.quantized_recipe:
+                line += f" ({graph.quantized_recipe['method']} INT8" + (
+                    f", {graph.quantized_recipe['fusion']} fusions)" if graph.quantized_recipe["fusion"] else ")")
         print(line)
     for name, size in result.sizes.items():
         print(f"{_size(size):>10}  {name}")

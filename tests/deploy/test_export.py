@@ -171,3 +171,55 @@ def test_bad_arguments(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(InvalidInputError, match="is a file"):
         export_onnx("vit-b16", weights="tiny", out=tmp_path / "file")
+
+
+def _op_types(path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_int8_uses_the_sdk_recipe_on_image_graphs(exported):
+    """quantize="int8" gives ViT's graph the fusions + per-channel dynamic recipe of lmt.deploy.optimize (the one
+    bench_deploy.py measures), records it in the manifest, and keeps ResNet's convolutions float32 when no
+    calibration images were given (dynamic ConvInteger is slower than float32 on a CPU)."""
+    vit = exported["vit-b16"]
+    recipe = vit.graph("model").quantized_recipe
+    assert recipe["method"] == "dynamic" and recipe["fusion"] == "vit" and recipe["per_channel"]
+    ops = _op_types(Path(vit.out_dir) / "model.int8.onnx")
+    # fused LayerNorm + residual and GELU + bias; ViT's attention stays MatMul + Softmax, its MatMuls quantised
+    assert {"SkipLayerNormalization", "BiasGelu", "MatMulInteger"} <= ops, ops
+    manifest = json.loads((Path(vit.out_dir) / "lmt_export.json").read_text())
+    assert manifest["graphs"][0]["quantized_recipe"] == recipe
+
+    resnet = exported["resnet-50"].graph("model").quantized_recipe
+    assert resnet["method"] == "dynamic" and resnet["op_types"] == ["MatMul", "Gemm"]
+    ops = _op_types(Path(exported["resnet-50"].out_dir) / "model.int8.onnx")
+    assert "Conv" in ops and not {"ConvInteger", "QLinearConv"} & ops
+
+    clip = exported["clip-vit-b32"]
+    assert clip.graph("image").quantized_recipe["fusion"] == "clip"
+    # CLIP's eager attention export fuses into one Attention node per layer, which dynamic INT8 makes QAttention
+    assert "QAttention" in _op_types(Path(clip.out_dir) / "image.int8.onnx")
+    assert clip.graph("text").quantized_recipe is None  # plain dynamic INT8 weights
+
+
+def test_cli_calibrated_resnet_int8_is_static_qlinearconv(tmp_path, capsys):
+    from lmt.deploy.bench import calibration_folder
+
+    images = Path(__file__).resolve().parents[2] / "examples" / "images"
+    out = tmp_path / "resnet"
+    assert main(["export", "resnet-50", "--tiny", "--quantize", "int8", "--calibration", str(images),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "model.int8.onnx" in printed and "(static INT8)" in printed
+    manifest = json.loads((out / "lmt_export.json").read_text())
+    recipe = manifest["graphs"][0]["quantized_recipe"]
+    assert recipe["method"] == "static" and recipe["calibration"] == str(len(calibration_folder(images)))
+    assert "QLinearConv" in _op_types(out / "model.int8.onnx")
+    loaded = lmt.load("resnet-50", task="image-classification", weights="tiny", device="cpu", dtype="float32")
+    pixel_values = _fresh_batch(loaded, seed=5)
+    fp32 = run_onnx(out / "model.onnx", {"pixel_values": pixel_values})
+    int8 = run_onnx(out / "model.int8.onnx", {"pixel_values": pixel_values})
+    assert int8.shape == fp32.shape and np.isfinite(int8).all()
+    assert np.corrcoef(int8.ravel(), fp32.ravel())[0, 1] > 0.9  # quantisation noise, not garbage

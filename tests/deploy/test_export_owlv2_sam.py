@@ -255,7 +255,8 @@ def test_sam_quantised_graphs_run(sam, tmp_path):
     assert np.isfinite(int8["pred_masks"]).all() and np.isfinite(int8["iou_scores"]).all()
     # fp16 (for GPUs) from the same fp32 file: float32 in and out, casts inside
     shutil.copy(_path(sam, "prompt_decoder.onnx"), tmp_path / "prompt_decoder.onnx")
-    fp16 = run_onnx_outputs(_quantize(tmp_path / "prompt_decoder.onnx", "fp16", False), feed)
+    fp16_path, _ = _quantize(tmp_path / "prompt_decoder.onnx", "fp16", False)
+    fp16 = run_onnx_outputs(fp16_path, feed)
     assert fp16["pred_masks"].dtype == np.float32 and fp16["pred_masks"].shape == (2, 1, 4, 32, 32)
 
 

@@ -48,6 +48,7 @@ import json
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,10 @@ EXPORTABLE_FAMILIES = (*CLASSIFIER_FAMILIES, "clip", *DETECTOR_FAMILIES, *SEGMEN
 QUANTIZE_CHOICES = ("int8", "fp16")
 DEFAULT_OPSET = 18  # the lowest opset the dynamo exporter writes; onnxruntime >= 1.14 runs it
 MANIFEST = "lmt_export.json"
+#: The image graph of each family that ``quantize="int8"`` gives the SDK's INT8 recipe (``lmt.deploy.optimize``:
+#: transformer fusions + per-channel dynamic INT8, or calibrated static INT8 for a CNN); other graphs get plain
+#: dynamic INT8 weights.
+INT8_RECIPE_GRAPHS = {"vit": "model", "dinov2": "model", "clip": "image", "resnet": "model"}
 CLIP_SIMILARITY = "similarity.json"
 # Protobuf cannot hold a file over 2 GB: larger models keep their weights in a side file (<name>.onnx.data).
 _EXTERNAL_DATA_BYTES = 1_500_000_000
@@ -109,6 +114,8 @@ class ExportedGraph:
     #: logits and boxes live on different scales.
     max_abs_diffs: dict[str, float] = field(default_factory=dict)
     quantized_max_abs_diffs: dict[str, float] | None = None
+    #: How the INT8 graph was made (``lmt.deploy.optimize.Int8Recipe.to_dict()``), None for other quantisations.
+    quantized_recipe: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +124,7 @@ class ExportedGraph:
             "quantized_file": self.quantized_file, "quantized_max_abs_diff": self.quantized_max_abs_diff,
             "max_abs_diffs": dict(self.max_abs_diffs),
             "quantized_max_abs_diffs": dict(self.quantized_max_abs_diffs) if self.quantized_max_abs_diffs else None,
+            "quantized_recipe": self.quantized_recipe,
         }
 
 
@@ -576,14 +584,33 @@ def _max_abs_diffs(got: dict[str, np.ndarray], reference: dict[str, np.ndarray])
     }
 
 
-def _quantize(path: Path, quantize: str, external_data: bool) -> Path:
+@dataclass(frozen=True)
+class _Int8Inputs:
+    """What the SDK's INT8 recipe needs besides the graph: the family, the model (config, processor) and the
+    calibration images of a static recipe (None: a CNN keeps float32 convolutions, see ``int8_recipe``)."""
+
+    family: str
+    loaded: LoadedModel
+    calibration_images: tuple[Any, ...] | None
+
+
+def _quantize(
+    path: Path, quantize: str, external_data: bool, int8: _Int8Inputs | None = None
+) -> tuple[Path, dict[str, Any] | None]:
+    """Write ``<graph>.<quantize>.onnx`` next to ``path``; returns it and the INT8 recipe used (if any)."""
     target = path.with_name(f"{path.stem}.{quantize}.onnx")
+    if quantize == "int8" and int8 is not None and not external_data:
+        from lmt.deploy.optimize import quantize_int8
+
+        quantized = quantize_int8(path, target, family=int8.family, loaded=int8.loaded,
+                                  calibration_images=int8.calibration_images, synthetic_calibration=False)
+        return target, quantized.recipe.to_dict()
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # Dynamic quantisation: int8 weights, activations quantised at run time, so no calibration data needed.
         quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8, use_external_data_format=external_data)
-        return target
+        return target, None
     try:
         from onnxruntime.transformers.float16 import convert_float_to_float16
     except ImportError:
@@ -596,7 +623,7 @@ def _quantize(path: Path, quantize: str, external_data: bool) -> Path:
     # keep_io_types: callers feed and read float32, as with the fp32 graph; casts sit inside the graph.
     converted = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
     onnx.save(converted, str(target), save_as_external_data=external_data)
-    return target
+    return target, None
 
 
 def _quantized_diffs(path: Path, inputs: dict[str, Any], reference: dict[str, np.ndarray]) -> dict[str, float] | None:
@@ -630,7 +657,8 @@ def _labels(loaded: LoadedModel, task: str) -> tuple[str, ...] | None:
 
 
 def _export_checked(
-    plan: _GraphPlan, folder: Path, opset: int, quantize: str | None, external_data: bool
+    plan: _GraphPlan, folder: Path, opset: int, quantize: str | None, external_data: bool,
+    int8: _Int8Inputs | None = None,
 ) -> ExportedGraph:
     """Write one graph, run it with onnxruntime on the sample it was exported with, and quantise it if asked."""
     path = folder / f"{plan.name}.onnx"
@@ -639,13 +667,13 @@ def _export_checked(
     reference = plan.reference()
     session = _session(path)
     diffs = _max_abs_diffs(_run(session, plan.inputs), reference)
-    quantized = _quantize(path, quantize, external_data) if quantize else None
+    quantized, recipe = _quantize(path, quantize, external_data, int8) if quantize else (None, None)
     quantized_diffs = _quantized_diffs(quantized, plan.inputs, reference) if quantized else None
     return ExportedGraph(
         name=plan.name, file=path.name, inputs=_specs(session.get_inputs()), outputs=_specs(session.get_outputs()),
         max_abs_diff=max(diffs.values()), quantized_file=quantized.name if quantized else None,
         quantized_max_abs_diff=max(quantized_diffs.values()) if quantized_diffs else None,
-        max_abs_diffs=diffs, quantized_max_abs_diffs=quantized_diffs,
+        max_abs_diffs=diffs, quantized_max_abs_diffs=quantized_diffs, quantized_recipe=recipe,
     )
 
 
@@ -656,14 +684,19 @@ def export_onnx(
     out: str | Path,
     quantize: str | None = None,
     opset: int = DEFAULT_OPSET,
+    calibration_images: Sequence[Any] | None = None,
 ) -> ExportResult:
     """Export ``model`` (registry name, Hub id or local folder) to ONNX files in ``out`` (new or empty folder).
 
     Every graph has a dynamic batch axis (text graphs also a token axis, OWL's detector a query axis, SAM's decoder
     object and point axes) and is run with onnxruntime right after export on a sample batch of 2:
     ``max_abs_diff`` is its largest distance from PyTorch, ``max_abs_diffs`` the same per output.
-    ``quantize="int8"`` adds ``<graph>.int8.onnx`` (dynamic quantisation, int8 weights); ``"fp16"`` adds
-    ``<graph>.fp16.onnx`` (float16 weights, float32 inputs/outputs), meant for GPUs.
+    ``quantize="int8"`` adds ``<graph>.int8.onnx``: the image graph of ViT, DINOv2, CLIP and ResNet gets the
+    SDK's INT8 recipe (:func:`lmt.deploy.optimize.int8_recipe`; ViT-style graphs are then exported with eager
+    attention so that onnxruntime fuses it), every other graph dynamic INT8 weights. ResNet's fast recipe is
+    static and needs ``calibration_images`` (paths or PIL images, a few dozen typical inputs); without them its
+    convolutions stay float32. ``"fp16"`` adds ``<graph>.fp16.onnx`` (float16 weights, float32 inputs/outputs),
+    meant for GPUs.
     """
     from lmt.loading import load
 
@@ -673,16 +706,25 @@ def export_onnx(
     folder = _check_out(out)
     _, task = _family_and_task(model, weights)
     loaded = load(model, task=task, weights=weights, device="cpu", dtype="float32")
-    return export_loaded(loaded, task, out=folder, quantize=quantize, opset=opset)
+    return export_loaded(loaded, task, out=folder, quantize=quantize, opset=opset,
+                         calibration_images=calibration_images)
 
 
 def export_loaded(
-    loaded: LoadedModel, task: str, *, out: str | Path, quantize: str | None = None, opset: int = DEFAULT_OPSET
+    loaded: LoadedModel,
+    task: str,
+    *,
+    out: str | Path,
+    quantize: str | None = None,
+    opset: int = DEFAULT_OPSET,
+    calibration_images: Sequence[Any] | None = None,
 ) -> ExportResult:
     """Export a model already in memory (on CPU, float32), e.g. one with a LoRA adapter, for ``task``'s graphs.
 
     ``export_onnx`` does this after loading by name; the ONNX back-end of the task calls uses it directly.
     """
+    from lmt.deploy.optimize import eager_attention
+
     _check_quantize(quantize)
     _import_backends()
     _check_opset(opset)
@@ -697,9 +739,17 @@ def export_loaded(
     external_data = loaded.num_bytes > _EXTERNAL_DATA_BYTES
     folder.mkdir(parents=True, exist_ok=True)
 
-    graphs = [
-        _export_checked(plan, folder, opset, quantize, external_data) for plan in _graph_plans(loaded, family, task)
-    ]
+    int8 = None
+    if quantize == "int8" and family in INT8_RECIPE_GRAPHS:
+        int8 = _Int8Inputs(family, loaded, tuple(calibration_images) if calibration_images else None)
+    # An INT8 export writes eager attention (matmul + softmax): for CLIP the pattern onnxruntime fuses into one
+    # Attention node (sdpa's export is never fused); the float32 graph computes the same numbers either way.
+    with eager_attention(loaded.model) if int8 is not None else contextlib.nullcontext():
+        graphs = [
+            _export_checked(plan, folder, opset, quantize, external_data,
+                            int8 if int8 is not None and plan.name == INT8_RECIPE_GRAPHS[family] else None)
+            for plan in _graph_plans(loaded, family, task)
+        ]
 
     if family == "clip":
         _write_clip_similarity(loaded, folder)

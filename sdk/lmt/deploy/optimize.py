@@ -7,8 +7,9 @@
 INT8 with onnxruntime, per family (``lmt bench`` measured the alternatives; see the tutorial on CPU optimisation):
 
 - **Transformers** (ViT, DINOv2, CLIP's image tower): first onnxruntime's transformer optimizer fuses LayerNorm with
-  the residual Add, GELU with its bias and, where the graph was exported with eager attention, the whole attention
-  block into one ``Attention`` node; then dynamic quantisation of the MatMul/Attention/Gemm weights to int8 per
+  the residual Add, GELU with its bias and, for CLIP exported with eager attention, the whole attention block into
+  one ``Attention`` node (ViT's eager attention is not matched by onnxruntime 1.32's fusion: it stays MatMul +
+  Softmax, its MatMuls quantised); then dynamic quantisation of the MatMul/Attention/Gemm weights to int8 per
   output channel. The patch-embedding ``Conv`` stays float: dynamic ``ConvInteger`` is slower than the float
   convolution in onnxruntime.
 - **CNNs** (ResNet): static quantisation, calibrated: activations uint8 and weights int8 per channel (U8S8, the
@@ -87,9 +88,16 @@ class QuantizedGraph:
         return {"path": str(self.path), "recipe": self.recipe.to_dict(), "seconds": self.seconds}
 
 
-def int8_recipe(family: str) -> Int8Recipe:
-    """The INT8 recipe for ``family`` (see the module docstring for why)."""
+def int8_recipe(family: str, *, calibrated: bool = True) -> Int8Recipe:
+    """The INT8 recipe for ``family`` (see the module docstring for why).
+
+    ``calibrated=False`` says no calibration images are at hand: a CNN then gets dynamic INT8 on its classifier
+    (MatMul/Gemm) only and keeps float32 convolutions, since the alternatives are calibrating on noise (wrong
+    activation ranges) or dynamic ``ConvInteger`` (slower than float32).
+    """
     if family in CNN_FAMILIES:
+        if not calibrated:
+            return Int8Recipe(family, "dynamic", None, True, "QOperator", "uint8", "int8", ("MatMul", "Gemm"))
         return Int8Recipe(family, "static", None, True, "QOperator", "uint8", "int8", None)
     return Int8Recipe(family, "dynamic", FUSION_MODEL_TYPES.get(family), True, "QOperator", "uint8", "int8",
                       DYNAMIC_OP_TYPES)
@@ -134,7 +142,7 @@ def eager_settings(model: torch.nn.Module, family: str, device: torch.device) ->
 def eager_attention(model: Any) -> Iterator[None]:
     """Eager (matmul + softmax) attention for the duration, then back to what the model had.
 
-    Two uses: an export that onnxruntime's optimizer can fuse into one ``Attention`` node (transformers' default
+    Two uses: an export that onnxruntime's optimizer can fuse into one ``Attention`` node (CLIP's; transformers' default
     ``sdpa`` attention exports as a decomposed pattern with NaN guards, which no fusion matches), and counting
     FLOPs (``FlopCounterMode`` does not see inside the CPU's fused sdpa kernel). Models without a switchable
     implementation are left as they are.
@@ -264,16 +272,24 @@ def quantize_int8(
     family: str,
     loaded: LoadedModel | None = None,
     calibration_images: Sequence[Any] | None = None,
+    synthetic_calibration: bool = True,
 ) -> QuantizedGraph:
     """The fastest INT8 graph this module knows for ``family`` (:func:`int8_recipe`), written to ``out``.
 
     ``onnx_path`` is a float32 image graph from :func:`lmt.deploy.export_onnx`. ``loaded`` (``lmt.load(...)``)
     gives the config the fusions need and the processor calibration images go through. A static recipe without
-    ``calibration_images`` calibrates on synthetic images, with a warning.
+    ``calibration_images`` calibrates on synthetic images, with a warning, unless ``synthetic_calibration=False``:
+    then a CNN keeps float32 convolutions (``int8_recipe(family, calibrated=False)``), also with a warning.
     """
     _import_quantization()
     source, target = _check_paths(onnx_path, out)
     recipe = int8_recipe(family)
+    if recipe.method == "static" and not calibration_images and not synthetic_calibration:
+        logger.warning(
+            "No calibration images for %s: INT8 covers its classifier only and the convolutions stay float32. For "
+            "the fast static INT8 graph pass calibration_images (lmt export --quantize int8 --calibration DIR).",
+            family)
+        recipe = int8_recipe(family, calibrated=False)
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
