@@ -11,13 +11,13 @@ operations as transformers' default (SDPA) attention path, on the same shapes, s
 bit (and within 2e-6, relative, of transformers' eager attention). Inference only: no autograd, no dropout, no
 attention maps.
 
-Measured (``benchmarks/results/sam_encoder.json``: SAM ViT-B at 1024 px, random weights, 2 CPU threads, 1-minute
-load about 1): transformers took 23.0 s per image with its eager attention (4.86 M minor page faults per call)
-and 16.2 s with its default SDPA attention (2.23 M); this encoder took 11.1 s (79 k): 2.08x and 1.49x faster
-(medians of per-round ratios), at 85 GFLOP/s, 66% of the fp32 matmul ceiling measured in the same run
-(129 GFLOP/s), against 45% and 32%. Of the 942 GFLOP per image, 696 are the linear layers' matmuls, which run no
-faster here than in transformers: even at the matmul ceiling the encoder would take 7.3 s, so no rewrite that keeps
-the arithmetic can be much more than 2x faster than the SDPA path.
+Measured (``benchmarks/results/sam_encoder.json``: SAM ViT-B at 1024 px, random weights, 2 CPU threads, idle
+machine): transformers took 23.3 s per image with its eager attention (4.86 M minor page faults per call) and
+16.6 s with its default SDPA attention (2.24 M); this encoder took 11.7 s (81 k): 1.99x and 1.47x faster (medians
+of per-round ratios; an earlier run under load gave 2.08x and 1.49x), at 80 GFLOP/s, 65% of the fp32 matmul
+ceiling measured in the same run (123 GFLOP/s), against 33% and 46%. Of the 942 GFLOP per image, 696 are the
+linear layers' matmuls, which run no faster here than in transformers: even at the matmul ceiling the encoder
+would take 7.7 s, so no rewrite that keeps the arithmetic can be much more than 2x faster than the SDPA path.
 
 Why it is faster:
 
