@@ -17,7 +17,8 @@ PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
-PYTEST := $(BIN)/python -m pytest --timeout 600 $(PYTEST_ARGS)
+# --durations: the 25 slowest tests are printed at the end, so a growing suite shows where its time goes
+PYTEST := $(BIN)/python -m pytest --timeout 600 --durations 25 $(PYTEST_ARGS)
 STAMP := $(VENV)/.installed
 # torch is installed on its own first, at the version constraints.txt pins: an unpinned torch can pull a
 # multi-GB CUDA build, and installing it first keeps the resolver from ever replacing it.

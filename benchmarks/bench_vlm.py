@@ -7,8 +7,10 @@
 Each model is built from the real checkpoint's architecture (layer counts and widths as in its config.json) with
 seeded random weights in fp32; speed does not depend on the weight values. Inputs are built directly: one image
 (448x448 px: 256 image tokens for both families) and a 32-token question. Prefill is the first forward pass over the
-whole prompt (``generate`` with one new token); decode is the time of ``DECODE_TOKENS`` more tokens divided by their
-count. Peak memory is the process's peak resident set (each model runs in its own subprocess), weights included.
+whole prompt (``generate`` with one new token); decode is timed inside one ``generate`` call that makes
+``1 + DECODE_TOKENS`` tokens: a streamer stamps the clock as each token arrives, and decode tokens/s is the number of
+tokens after the first over the time from the first to the last (so the prefill's run-to-run variation cannot leak
+into it, as it did when decode was the difference of two calls). Peak memory is the process's peak resident set (each model runs in its own subprocess), weights included.
 Every figure is labelled with exactly what was measured.
 """
 
@@ -41,15 +43,15 @@ INTERNVL_IMAGE_ID = 151667
 REAL: dict[str, dict[str, Any]] = {
     "qwen2.5-vl-3b": {"family": "qwen2_5_vl", "text": {"hidden_size": 2048, "intermediate_size": 11008,
                       "num_hidden_layers": 36, "num_attention_heads": 16, "num_key_value_heads": 2,
-                      "vocab_size": 151936}, "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420,
+                      "vocab_size": 151936, "tie_word_embeddings": True}, "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420,
                       "num_heads": 16, "out_hidden_size": 2048}},
     "internvl3-1b": {"family": "internvl", "text": {"hidden_size": 896, "intermediate_size": 4864,
                      "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-                     "vocab_size": 151674}, "vision": {"hidden_size": 1024, "intermediate_size": 4096,
+                     "vocab_size": 151674, "tie_word_embeddings": True}, "vision": {"hidden_size": 1024, "intermediate_size": 4096,
                      "num_hidden_layers": 24, "num_attention_heads": 16}},
     "internvl3-2b": {"family": "internvl", "text": {"hidden_size": 1536, "intermediate_size": 8960,
                      "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
-                     "vocab_size": 151674}, "vision": {"hidden_size": 1024, "intermediate_size": 4096,
+                     "vocab_size": 151674, "tie_word_embeddings": True}, "vision": {"hidden_size": 1024, "intermediate_size": 4096,
                      "num_hidden_layers": 24, "num_attention_heads": 16}},
 }
 
@@ -81,6 +83,7 @@ def build_model(name: str, tiny: bool) -> Any:
             text_config={**spec["text"], "rope_parameters": {**rope, "mrope_section": [16, 24, 24]}},
             image_token_id=QWEN_IDS["image"], video_token_id=QWEN_IDS["video"],
             vision_start_token_id=QWEN_IDS["vision_start"], vision_end_token_id=QWEN_IDS["vision_end"],
+            tie_word_embeddings=True,  # as the checkpoint: the output layer shares the input embedding's weights
         )
         return transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
     config = transformers.InternVLConfig(
@@ -114,6 +117,24 @@ def build_inputs(model: Any, tiny: bool) -> dict[str, Any]:
             "image_tokens": image_tokens}
 
 
+def _token_clock() -> Any:
+    """A ``generate`` streamer that records ``time.perf_counter()`` at each ``put``: first the prompt, then each new
+    token as it is produced."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class TokenClock(BaseStreamer):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def put(self, value: Any) -> None:
+            self.times.append(time.perf_counter())
+
+        def end(self) -> None:
+            pass
+
+    return TokenClock()
+
+
 def measure_one(name: str, tiny: bool, decode_tokens: int) -> dict[str, Any]:
     """Prefill and decode speed of one model in this process, and this process's peak memory."""
     import torch
@@ -130,15 +151,15 @@ def measure_one(name: str, tiny: bool, decode_tokens: int) -> dict[str, Any]:
         start = time.perf_counter()
         model.generate(**inputs, max_new_tokens=1, min_new_tokens=1, **options)
         prefill_s = time.perf_counter() - start
-        start = time.perf_counter()
+        clock = _token_clock()
         output = model.generate(**inputs, max_new_tokens=1 + decode_tokens, min_new_tokens=1 + decode_tokens,
-                                **options)
-        total_s = time.perf_counter() - start
+                                streamer=clock, **options)
     generated = output.shape[1] - prompt_tokens
-    # decode time is a difference of two runs: on a busy machine the prefill can vary by more than the whole decode,
-    # leaving nothing (or a negative time) to divide by; such a figure is reported as unmeasured, never as a speed
-    decode_s = total_s - prefill_s
-    decode_per_s = round((generated - 1) / decode_s, 3) if decode_s > 0.05 * prefill_s else None
+    # clock.times: [prompt, first new token, ..., last new token]; decode runs from the first new token to the last
+    if len(clock.times) != generated + 1:
+        raise RuntimeError(f"the streamer saw {len(clock.times) - 1} new tokens, generate returned {generated}")
+    decode_s = clock.times[-1] - clock.times[1]
+    decode_per_s = round((generated - 1) / decode_s, 3)
     params = sum(p.numel() for p in model.parameters())
     return {
         "model": name, "variant": "tiny random weights" if tiny else "real-size architecture, random weights",
