@@ -539,7 +539,9 @@ def run_train(args: argparse.Namespace) -> int:
 # ---- lmt data -----------------------------------------------------------------------------------------------------
 def add_data_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "data", help="dataset tools", description="Dataset tools: write sample datasets, validate a dataset, split it into train/val/test.",
+        "data", help="dataset tools",
+        description="Dataset tools: import, validate, split, augment, export and publish datasets; auto-annotate, "
+        "embed and synthesise images.",
     )
     commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     sample = commands.add_parser(
