@@ -1,6 +1,6 @@
 """The course runs: every tutorial's code blocks, in order, in a fresh interpreter per doc; and no link is broken.
 
-One test per markdown file under ``tutorials/``. It runs this file as a script on the doc's blocks, in a new
+One test per markdown file under ``tutorials/`` (the slowest, ``SLOW_DOCS``, are marked slow). It runs this file as a script on the doc's blocks, in a new
 process (cwd = the repository root, ``HF_HUB_OFFLINE=1``, ``GRADIO_ANALYTICS_ENABLED=False``, ``LMT_HOME``
 inherited), so docs share no state with each other or with the test process:
 
@@ -54,6 +54,13 @@ MARKERS = (*CHECK_ONLY_MARKERS, "run")
 DOC_TIMEOUT_S = 600
 COMMAND_TIMEOUT_S = 300
 COUNTS_ENV = "LMT_TUTORIAL_COUNTS_DIR"
+#: Docs whose blocks take 50 s or more on CI's 2 cores (the ``--durations`` list of its log): they run with the
+#: slow suite (``make test-slow``, CI's second test step), so every block still runs in CI while the default suite
+#: stays near 15 minutes.
+SLOW_DOCS = frozenset({
+    "zh/04-deployment/06-onnx-quantization.md", "zh/05-usage/03-cli.md", "zh/04-deployment/07-cpu-optimization.md",
+    "zh/02-finetuning/01-finetuning-basics.md", "zh/01-models/04-benchmarking.md",
+})
 
 _MARKER = re.compile(r"^\s*<!--\s*lmt:\s*([\w-]+)\s*-->\s*$")
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})\s*([^\s`]*)")
@@ -396,7 +403,12 @@ def _tail(text: str, limit: int = 12000) -> str:
     return text if len(text) <= limit else "...\n" + text[-limit:]
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda path: path.relative_to(TUTORIALS).as_posix())
+def _doc_param(path: Path) -> Any:
+    name = path.relative_to(TUTORIALS).as_posix()
+    return pytest.param(path, id=name, marks=[pytest.mark.slow] if name in SLOW_DOCS else [])
+
+
+@pytest.mark.parametrize("doc", [_doc_param(path) for path in DOCS])
 def test_tutorial_runs(doc: Path, tmp_path: Path) -> None:
     relative = doc.relative_to(REPO).as_posix()
     try:
@@ -539,3 +551,8 @@ if __name__ == "__main__":
     # (ZeroGPU) that the Spaces import; docs run as a reader's script would, from the repository root.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     sys.exit(run_plan(Path(sys.argv[1])))
+
+
+def test_slow_docs_name_existing_docs() -> None:
+    names = {path.relative_to(TUTORIALS).as_posix() for path in DOCS}
+    assert SLOW_DOCS <= names, SLOW_DOCS - names
