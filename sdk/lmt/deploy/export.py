@@ -517,6 +517,19 @@ def sample_pixel_values(loaded: LoadedModel, batch: int = 2) -> torch.Tensor:
     return processor(images=images, return_tensors="pt")["pixel_values"].float()
 
 
+def _drop_debug_metadata(model: Any) -> None:
+    """Remove the exporter's per-node debug notes (Python stack traces, module paths, FX node names).
+
+    They are for debugging the exporter, name files on the machine that exported, and on a small model outweigh
+    its weights: a tiny ViT's static INT8 graph was 2.3x larger with them than without.
+    """
+    from onnx_ir.traversal import RecursiveGraphIterator
+
+    for graph in (model.graph, *model.functions.values()):
+        for node in RecursiveGraphIterator(graph):
+            node.metadata_props.clear()
+
+
 def _export_graph(plan: _GraphPlan, path: Path, opset: int, external_data: bool) -> None:
     import torch
 
@@ -527,12 +540,14 @@ def _export_graph(plan: _GraphPlan, path: Path, opset: int, external_data: bool)
             # torch.export's own deprecation and axis-renaming notices: nothing a caller can act on
             warnings.simplefilter("ignore", FutureWarning)
             warnings.filterwarnings("ignore", message=r"# The axis name", category=UserWarning)
-            torch.onnx.export(
-                plan.module, tuple(plan.inputs.values()), str(path), input_names=list(plan.inputs),
+            program = torch.onnx.export(
+                plan.module, tuple(plan.inputs.values()), input_names=list(plan.inputs),
                 output_names=list(plan.outputs), opset_version=opset, dynamo=True,
                 # the wrapper's forward(*inputs) takes its inputs as one positional group
-                dynamic_shapes=(plan.dynamic_shapes,), external_data=external_data, verbose=False,
+                dynamic_shapes=(plan.dynamic_shapes,), verbose=False,
             )
+            _drop_debug_metadata(program.model)
+            program.save(str(path), external_data=external_data)
     except Exception as exc:  # the exporter raises many unrelated types; all mean the same to the user
         logger.debug("exporter output:\n%s", progress.getvalue())
         raise LmtError(
