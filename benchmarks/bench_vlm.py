@@ -10,7 +10,8 @@ seeded random weights in fp32; speed does not depend on the weight values. Input
 whole prompt (``generate`` with one new token); decode is timed inside one ``generate`` call that makes
 ``1 + DECODE_TOKENS`` tokens: a streamer stamps the clock as each token arrives, and decode tokens/s is the number of
 tokens after the first over the time from the first to the last (so the prefill's run-to-run variation cannot leak
-into it, as it did when decode was the difference of two calls). Peak memory is the process's peak resident set (each model runs in its own subprocess), weights included.
+into it, as it did when decode was the difference of two calls). Peak memory is the process's peak resident set
+(each model runs in its own subprocess), weights included.
 Every figure is labelled with exactly what was measured.
 """
 
@@ -41,19 +42,24 @@ QWEN_IDS = {"image": 151655, "video": 151656, "vision_start": 151652, "vision_en
 INTERNVL_IMAGE_ID = 151667
 #: The real checkpoints' architectures (from their config.json), vision and language model.
 REAL: dict[str, dict[str, Any]] = {
-    "qwen2.5-vl-3b": {"family": "qwen2_5_vl", "text": {"hidden_size": 2048, "intermediate_size": 11008,
-                      "num_hidden_layers": 36, "num_attention_heads": 16, "num_key_value_heads": 2,
-                      "vocab_size": 151936, "tie_word_embeddings": True}, "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420,
-                      "num_heads": 16, "out_hidden_size": 2048}},
-    "internvl3-1b": {"family": "internvl", "text": {"hidden_size": 896, "intermediate_size": 4864,
-                     "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-                     "vocab_size": 151674, "tie_word_embeddings": True}, "vision": {"hidden_size": 1024, "intermediate_size": 4096,
-                     "num_hidden_layers": 24, "num_attention_heads": 16}},
-    "internvl3-2b": {"family": "internvl", "text": {"hidden_size": 1536, "intermediate_size": 8960,
-                     "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
-                     "vocab_size": 151674, "tie_word_embeddings": True}, "vision": {"hidden_size": 1024, "intermediate_size": 4096,
-                     "num_hidden_layers": 24, "num_attention_heads": 16}},
+    "qwen2.5-vl-3b": {"family": "qwen2_5_vl",
+                      "text": {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+                               "num_attention_heads": 16, "num_key_value_heads": 2, "vocab_size": 151936},
+                      "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                                 "out_hidden_size": 2048}},
+    "internvl3-1b": {"family": "internvl",
+                     "text": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                              "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151674},
+                     "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                                "num_attention_heads": 16}},
+    "internvl3-2b": {"family": "internvl",
+                     "text": {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+                              "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151674},
+                     "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                                "num_attention_heads": 16}},
 }
+#: All three checkpoints share the output layer's weights with the input embedding.
+TIED = {"tie_word_embeddings": True}
 
 
 @dataclass(frozen=True)
@@ -80,15 +86,15 @@ def build_model(name: str, tiny: bool) -> Any:
         config = transformers.Qwen2_5_VLConfig(
             vision_config={**spec["vision"], "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
                            "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]},
-            text_config={**spec["text"], "rope_parameters": {**rope, "mrope_section": [16, 24, 24]}},
+            text_config={**spec["text"], **TIED, "rope_parameters": {**rope, "mrope_section": [16, 24, 24]}},
             image_token_id=QWEN_IDS["image"], video_token_id=QWEN_IDS["video"],
             vision_start_token_id=QWEN_IDS["vision_start"], vision_end_token_id=QWEN_IDS["vision_end"],
-            tie_word_embeddings=True,  # as the checkpoint: the output layer shares the input embedding's weights
+            **TIED,
         )
         return transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
     config = transformers.InternVLConfig(
         vision_config={**spec["vision"], "image_size": [448, 448], "patch_size": [14, 14]},
-        text_config={"model_type": "qwen2", **spec["text"], "rope_parameters": rope},
+        text_config={"model_type": "qwen2", **spec["text"], **TIED, "rope_parameters": rope},
         image_token_id=INTERNVL_IMAGE_ID, image_seq_length=256, downsample_ratio=0.5,
     )
     return transformers.InternVLForConditionalGeneration(config).eval()

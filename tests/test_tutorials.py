@@ -1,7 +1,7 @@
 """The course runs: every tutorial's code blocks, in order, in a fresh interpreter per doc; and no link is broken.
 
-One test per markdown file under ``tutorials/`` (the slowest, ``SLOW_DOCS``, are marked slow). It runs this file as a script on the doc's blocks, in a new
-process (cwd = the repository root, ``HF_HUB_OFFLINE=1``, ``GRADIO_ANALYTICS_ENABLED=False``, ``LMT_HOME``
+One test per markdown file under ``tutorials/`` (the slowest, ``SLOW_DOCS``, are marked slow). It runs this file
+as a script on the doc's blocks, in a new process (cwd = the repository root, ``HF_HUB_OFFLINE=1``, ``GRADIO_ANALYTICS_ENABLED=False``, ``LMT_HOME``
 inherited), so docs share no state with each other or with the test process:
 
 - ```python blocks run in one namespace, in order; a traceback names the doc and the line in it.
@@ -403,6 +403,11 @@ def _tail(text: str, limit: int = 12000) -> str:
     return text if len(text) <= limit else "...\n" + text[-limit:]
 
 
+def test_slow_docs_name_existing_docs() -> None:
+    names = {path.relative_to(TUTORIALS).as_posix() for path in DOCS}
+    assert names >= SLOW_DOCS, SLOW_DOCS - names
+
+
 def _doc_param(path: Path) -> Any:
     name = path.relative_to(TUTORIALS).as_posix()
     return pytest.param(path, id=name, marks=[pytest.mark.slow] if name in SLOW_DOCS else [])
@@ -551,8 +556,3 @@ if __name__ == "__main__":
     # (ZeroGPU) that the Spaces import; docs run as a reader's script would, from the repository root.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     sys.exit(run_plan(Path(sys.argv[1])))
-
-
-def test_slow_docs_name_existing_docs() -> None:
-    names = {path.relative_to(TUTORIALS).as_posix() for path in DOCS}
-    assert names >= SLOW_DOCS, SLOW_DOCS - names

@@ -621,6 +621,9 @@ def _quantize(
                                   calibration_images=int8.calibration_images, synthetic_calibration=False)
         return target, quantized.recipe.to_dict()
     if quantize == "int8":
+        if int8 is not None:  # external data: onnxruntime's transformer optimizer cannot rewrite a graph over 2 GB
+            logger.warning("%s has its weights in a side file: plain dynamic INT8 instead of the %s recipe.",
+                           path.name, int8.family)
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # Dynamic quantisation: int8 weights, activations quantised at run time, so no calibration data needed.
@@ -707,8 +710,8 @@ def export_onnx(
     object and point axes) and is run with onnxruntime right after export on a sample batch of 2:
     ``max_abs_diff`` is its largest distance from PyTorch, ``max_abs_diffs`` the same per output.
     ``quantize="int8"`` adds ``<graph>.int8.onnx``: the image graph of ViT, DINOv2, CLIP and ResNet gets the
-    SDK's INT8 recipe (:func:`lmt.deploy.optimize.int8_recipe`; ViT-style graphs are then exported with eager
-    attention so that onnxruntime fuses it), every other graph dynamic INT8 weights. ResNet's fast recipe is
+    SDK's INT8 recipe (:func:`lmt.deploy.optimize.int8_recipe`; the graphs are then exported with eager attention,
+    which onnxruntime fuses into one ``Attention`` node for CLIP), every other graph dynamic INT8 weights. ResNet's fast recipe is
     static and needs ``calibration_images`` (paths or PIL images, a few dozen typical inputs); without them its
     convolutions stay float32. ``"fp16"`` adds ``<graph>.fp16.onnx`` (float16 weights, float32 inputs/outputs),
     meant for GPUs.
