@@ -114,9 +114,9 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
 def encoder_flops(config: Any) -> dict[str, float]:
     """Floating-point operations (2 per multiply-add) of one image through SAM's image encoder, by part.
 
-    Linear layers count the real tokens only (both transformers and lmt also run the windowed layers' qkv and output
-    projections on the padding tokens: uncounted work); windowed attention counts the padded windows, whose padding
-    tokens are real keys in SAM. Layer norms, softmax, GELU and additions are left out.
+    Linear layers count the real tokens only (transformers also runs the windowed layers' qkv and output projections
+    on the padding tokens, uncounted work that lmt's fast encoder skips); windowed attention counts the padded
+    windows, whose padding tokens are real keys in SAM. Layer norms, softmax, GELU and additions are left out.
     """
     size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
     patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]

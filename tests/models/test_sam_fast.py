@@ -62,10 +62,12 @@ def fast(encoder: SamVisionEncoder, pixel_values: torch.Tensor) -> torch.Tensor:
     [
         {},
         {"image_size": 80, "window_size": 3, "global_attn_indexes": [0]},  # 10 x 10 tokens: padded windows
+        # zero padding without a q/k/v bias: the padding's keys and values are zeros
+        {"image_size": 80, "window_size": 3, "global_attn_indexes": [0], "qkv_bias": False},
         {"qkv_bias": False, "use_abs_pos": False},
         {"use_rel_pos": False},
     ],
-    ids=["tiny", "padded-windows", "no-qkv-bias-no-abs-pos", "no-rel-pos"],
+    ids=["tiny", "padded-windows", "padded-windows-no-qkv-bias", "no-qkv-bias-no-abs-pos", "no-rel-pos"],
 )
 def test_bit_exact_against_transformers_default_attention(overrides):
     encoder = make_encoder(**overrides)

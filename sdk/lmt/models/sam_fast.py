@@ -108,18 +108,32 @@ class _Buffers:
     like: Any
     tensors: dict[str, Any] = field(default_factory=dict)
 
-    def get(self, name: str, *shape: int, zeroed: bool = False) -> Any:
-        """A tensor of ``shape`` backed by the same storage on every call with this ``name`` (uninitialised, or
-        zeros when first made with ``zeroed``: what a caller never writes stays zero)."""
+    def get(self, name: str, *shape: int) -> Any:
+        """An uninitialised tensor of ``shape`` backed by the same storage on every call with this ``name``."""
         import torch
 
         size = math.prod(shape)
         flat = self.tensors.get(name)
         if flat is None or flat.numel() < size:
-            make = torch.zeros if zeroed else torch.empty
-            flat = make(size, dtype=self.like.dtype, device=self.like.device)
+            flat = torch.empty(size, dtype=self.like.dtype, device=self.like.device)
             self.tensors[name] = flat
         return flat[:size].view(shape)
+
+
+def _layer_norm(norm: Any, x: Any, buffers: _Buffers, name: str) -> Any:
+    """``norm(x)`` for an ``nn.LayerNorm`` over the last dimension, written into the buffer ``name``: the
+    kernel ``F.layer_norm`` runs, so the same numbers."""
+    import torch
+    from torch import nn
+
+    if type(norm) is not nn.LayerNorm:
+        return norm(x)
+    rows = x.shape[:-1]
+    out = buffers.get(name, *x.shape)
+    mean, rstd = buffers.get(f"{name}_mean", *rows, 1), buffers.get(f"{name}_rstd", *rows, 1)
+    torch.ops.aten.native_layer_norm.out(x, list(norm.normalized_shape), norm.weight, norm.bias, norm.eps,
+                                         out0=out, out1=mean, out2=rstd)
+    return out
 
 
 def _linear(x: Any, linear: Any, out: Any) -> Any:
@@ -129,6 +143,32 @@ def _linear(x: Any, linear: Any, out: Any) -> Any:
     if linear.bias is None:
         return torch.mm(x, linear.weight.t(), out=out)
     return torch.addmm(linear.bias, x, linear.weight.t(), out=out)
+
+
+def _window_spans(size: int, window: int) -> list[tuple[int, int, int, int, int]]:
+    """How a grid side of ``size`` tokens splits into windows: (first token, end token, first window, windows,
+    tokens per window) for the whole windows, then for the part-filled last one, if any."""
+    whole = size // window
+    spans = [(0, whole * window, 0, whole, window)] if whole else []
+    if size % window:
+        spans.append((whole * window, size, whole, 1, size % window))
+    return spans
+
+
+def _copy_windows(grid: Any, windows: Any, window: int, into_windows: bool) -> None:
+    """Copy between a token grid (batch, h, w, *channels) and windows (batch, nh, nw, window, window, *channels)
+    of the grid zero-padded to whole windows, either way. The padding of the windows is not touched."""
+    _, h, w = grid.shape[:3]
+    channels = tuple(range(5, grid.dim() + 2))
+    for row0, row1, wrow, nrows, rows in _window_spans(h, window):
+        for col0, col1, wcol, ncols, cols in _window_spans(w, window):
+            region = grid[:, row0:row1, col0:col1].unflatten(1, (nrows, rows)).unflatten(3, (ncols, cols))
+            region = region.permute(0, 1, 3, 2, 4, *channels)  # (batch, nrows, ncols, rows, cols, *channels)
+            part = windows[:, wrow:wrow + nrows, wcol:wcol + ncols, :rows, :cols]
+            if into_windows:
+                part.copy_(region)
+            else:
+                region.copy_(part)
 
 
 class FastSamImageEncoder:
@@ -177,89 +217,111 @@ class FastSamImageEncoder:
 
     def _encode(self, pixel_values: Any) -> Any:
         """Pixel values (batch, channels, height, width) -> image embeddings (batch, output_channels, h, w)."""
+        import torch
+
         encoder = self.encoder
         buffers = _Buffers(pixel_values)
-        x = encoder.patch_embed(pixel_values)  # (batch, h, w, hidden)
-        # our own storage from here on: each layer updates it in place
-        x = x + encoder.pos_embed if encoder.pos_embed is not None else x.contiguous()
+        patches = encoder.patch_embed(pixel_values)  # (batch, h, w, hidden), a view of the convolution's output
+        # Our own storage from here on, each layer updating it in place. Contiguous: the patches are laid out
+        # channels first, and ``patches + pos_embed`` keeps that layout, so every layer norm would first copy
+        # its input and every residual addition would stride through memory (transformers pays both).
+        x = buffers.get("residual", *patches.shape)
+        if encoder.pos_embed is not None:
+            torch.add(patches, encoder.pos_embed, out=x)
+        else:
+            x.copy_(patches)
         for layer in encoder.layers:
             self._attention_block(layer, x, buffers)
             self._mlp_block(layer, x, buffers)
-        return encoder.neck(x)
+        # the neck's convolutions get the channels-first layout transformers gives them (same algorithm, same bits)
+        return encoder.neck(x.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1))
 
     # ---- attention --------------------------------------------------------------------------------------------
     def _attention_block(self, layer: Any, x: Any, buffers: _Buffers) -> None:
-        """``x += attention(layer_norm1(x))`` in place, in windows or globally."""
-        normed = layer.layer_norm1(x)
+        """``x += attention(layer_norm1(x))`` in place, within windows or globally: what transformers'
+        ``SamVisionSdpaAttention`` computes, output projection included.
+
+        The q/k/v and output projections run on the image's own tokens only. transformers pads the token grid with
+        zeros to whole windows first, so its projections also run on the padding (4900 rows instead of 4096 for
+        ViT-B at 1024 px); a zero row projects to the bias, which is what the padding gets here.
+        """
+        attn = layer.attn
+        batch, h, w, hidden = x.shape
+        heads = attn.num_attention_heads
+        normed = _layer_norm(layer.layer_norm1, x, buffers, "normed").view(-1, hidden)
+        qkv = _linear(normed, attn.qkv, buffers.get("qkv", batch * h * w, 3 * hidden)).view(batch, h, w, 3, heads, -1)
+        merged = buffers.get("attn_merged", batch, h, w, hidden)
         if layer.window_size > 0:
-            self._add_window_attention_(layer, normed, x, buffers)
+            self._window_attention(attn, qkv, layer.window_size, merged, buffers)
         else:
-            x.add_(self._attention(layer.attn, normed, buffers, per_head=True))
+            self._global_attention(attn, qkv, merged, buffers)
+        projected = _linear(merged.view(-1, hidden), attn.proj, buffers.get("attn_out", batch * h * w, hidden))
+        x.add_(projected.view(x.shape))
 
-    def _add_window_attention_(self, layer: Any, normed: Any, x: Any, buffers: _Buffers) -> None:
-        """``x += attention within non-overlapping windows``, the token grid zero-padded to whole windows."""
-        window = layer.window_size
-        batch, h, w, hidden = normed.shape
-        ph, pw = -(-h // window) * window, -(-w // window) * window
-        nh, nw = ph // window, pw // window
-        if (ph, pw) != (h, w):
-            padded = buffers.get("padded", batch, ph, pw, hidden, zeroed=True)  # the border is never written
-            padded[:, :h, :w] = normed
-            normed = padded
-        windows = buffers.get("windows", batch * nh * nw, window, window, hidden)
-        windows.view(batch, nh, nw, window, window, hidden).copy_(
-            normed.view(batch, nh, window, nw, window, hidden).permute(0, 1, 3, 2, 4, 5)
-        )
-        out = self._attention(layer.attn, windows, buffers, per_head=False)
-        grid = buffers.get("unpartitioned", batch, ph, pw, hidden)
-        grid.view(batch, nh, window, nw, window, hidden).copy_(
-            out.view(batch, nh, nw, window, window, hidden).permute(0, 1, 3, 2, 4, 5)
-        )
-        x.add_(grid[:, :h, :w])
+    def _window_attention(self, attn: Any, qkv: Any, window: int, merged: Any, buffers: _Buffers) -> None:
+        """Attention within non-overlapping ``window`` x ``window`` windows of the zero-padded token grid, written
+        into ``merged`` (batch, h, w, hidden) for the image's own tokens.
 
-    def _attention(self, attn: Any, hidden_states: Any, buffers: _Buffers, per_head: bool) -> Any:
-        """What transformers' ``SamVisionSdpaAttention`` computes, output projection included, (batch, h, w, C).
-
-        ``per_head`` (the global layers): one head at a time, so that the relative-position bias handed to SDPA
-        is one head's (tokens, tokens) matrix, reused, instead of all heads' at once, allocated on every call.
+        ``qkv`` is (batch, h, w, 3, heads, head_dim). The windows are laid out (3, batch * windows, heads, tokens,
+        head_dim), as transformers lays out q, k and v; the padding's queries, keys and values are the q/k/v
+        bias, the projection of a zero token (the keys and values of the padding take part in the attention of
+        the tokens next to it).
         """
         import torch
         import torch.nn.functional as F
 
-        batch, h, w, hidden = hidden_states.shape
-        heads, tokens = attn.num_attention_heads, h * w
-        dim = hidden // heads
-        qkv = _linear(hidden_states.view(-1, hidden), attn.qkv, buffers.get("qkv", batch * tokens, 3 * hidden))
+        batch, h, w, _, heads, dim = qkv.shape
+        nh, nw = -(-h // window), -(-w // window)
+        qkv_windows = buffers.get("qkv_windows", 3, batch * nh * nw, heads, window * window, dim)
+        # the same memory seen as (batch, nh, nw, window, window, 3, heads, dim), the grid's layout
+        as_grid = qkv_windows.view(3, batch, nh, nw, heads, window, window, dim).permute(1, 2, 3, 5, 6, 0, 4, 7)
+        _copy_windows(qkv, as_grid, window, into_windows=True)
+        bias = attn.qkv.bias
+        padding = 0.0 if bias is None else bias.view(3, heads, dim)
+        if h % window:
+            as_grid[:, nh - 1, :, h % window:] = padding
+        if w % window:
+            as_grid[:, :, nw - 1, :, w % window:] = padding
+        query, key, value = qkv_windows.unbind(0)
+        mask = None
+        if attn.use_rel_pos:
+            rel_h, rel_w = self._decomposed_rel_pos(attn, query.reshape(-1, window * window, dim), (window, window))
+            mask = buffers.get("window_bias", batch * nh * nw * heads, window * window, window * window)
+            torch.add(rel_h[..., None], rel_w[..., None, :], out=mask.view(-1, window, window, window, window))
+            mask = mask.view(batch * nh * nw, heads, window * window, window * window)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)  # (batch * windows, heads, tokens, dim)
+        # seen as (batch, nh, nw, window, window, heads, dim), whatever its strides: one copy into the grid
+        out_windows = out.unflatten(0, (batch, nh, nw)).unflatten(4, (window, window)).permute(0, 1, 2, 4, 5, 3, 6)
+        _copy_windows(merged.view(batch, h, w, heads, dim), out_windows, window, into_windows=False)
+
+    def _global_attention(self, attn: Any, qkv: Any, merged: Any, buffers: _Buffers) -> None:
+        """Attention over all tokens, one image and head at a time, written into ``merged`` (batch, h, w, hidden).
+
+        One head at a time, so that the relative-position bias handed to SDPA is one head's (tokens, tokens)
+        matrix, reused, instead of all heads' at once, allocated on every call (805 MB for ViT-B at 1024 px).
+        """
+        import torch
+        import torch.nn.functional as F
+
+        batch, h, w, _, heads, dim = qkv.shape
+        tokens = h * w
         # (3, batch * heads, tokens, dim), as transformers lays q, k, v out
         qkv_heads = buffers.get("qkv_heads", 3, batch * heads, tokens, dim)
-        qkv_heads.view(3, batch, heads, tokens, dim).copy_(
-            qkv.view(batch, tokens, 3, heads, dim).permute(2, 0, 3, 1, 4)
-        )
+        qkv_heads.view(3, batch, heads, tokens, dim).copy_(qkv.view(batch, tokens, 3, heads, dim).permute(2, 0, 3, 1, 4))
         query, key, value = (t.view(batch, heads, tokens, dim) for t in qkv_heads.unbind(0))
-        rel_h = rel_w = None
+        rel_h = rel_w = bias = None
         if attn.use_rel_pos:
             rel_h, rel_w = self._decomposed_rel_pos(attn, qkv_heads[0], (h, w))
-        if per_head:
-            out = buffers.get("heads_out", batch, heads, tokens, dim)
-            bias = None if rel_h is None else buffers.get("head_bias", 1, 1, tokens, tokens)
-            for image in range(batch):
-                for head in range(heads):
-                    if bias is not None:
-                        index = image * heads + head
-                        torch.add(rel_h[index, :, :, :, None], rel_w[index, :, :, None, :], out=bias.view(h, w, h, w))
-                    part = (slice(image, image + 1), slice(head, head + 1))
-                    out[part] = F.scaled_dot_product_attention(query[part], key[part], value[part], attn_mask=bias)
-        else:
-            bias = None
-            if rel_h is not None:
-                bias = buffers.get("bias", batch * heads, tokens, tokens)
-                torch.add(rel_h[..., None], rel_w[..., None, :], out=bias.view(batch * heads, h, w, h, w))
-                bias = bias.view(batch, heads, tokens, tokens)
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
-        merged = buffers.get("attn_merged", batch, h, w, hidden)
-        merged.view(batch, h, w, heads, dim).copy_(out.view(batch, heads, h, w, dim).permute(0, 2, 3, 1, 4))
-        projected = buffers.get("attn_out", batch * tokens, hidden)
-        return _linear(merged.view(-1, hidden), attn.proj, projected).view(batch, h, w, hidden)
+            bias = buffers.get("head_bias", 1, 1, tokens, tokens)
+        by_head = merged.view(batch, tokens, heads, dim)
+        for image in range(batch):
+            for head in range(heads):
+                if bias is not None:
+                    index = image * heads + head
+                    torch.add(rel_h[index, :, :, :, None], rel_w[index, :, :, None, :], out=bias.view(h, w, h, w))
+                part = (slice(image, image + 1), slice(head, head + 1))
+                out = F.scaled_dot_product_attention(query[part], key[part], value[part], attn_mask=bias)
+                by_head[image, :, head].copy_(out[0, 0])
 
     @staticmethod
     def _decomposed_rel_pos(attn: Any, query: Any, size: tuple[int, int]) -> tuple[Any, Any]:
@@ -280,7 +342,7 @@ class FastSamImageEncoder:
 
         hidden = x.shape[-1]
         mlp = layer.mlp
-        normed = layer.layer_norm2(x).view(-1, hidden)
+        normed = _layer_norm(layer.layer_norm2, x, buffers, "normed").view(-1, hidden)
         activations = _linear(normed, mlp.lin1, buffers.get("mlp_hidden", normed.shape[0], mlp.lin1.out_features))
         torch.ops.aten.gelu_(activations)
         x.add_(_linear(activations, mlp.lin2, buffers.get("mlp_out", normed.shape[0], hidden)).view(x.shape))
