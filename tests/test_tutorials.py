@@ -54,12 +54,14 @@ MARKERS = (*CHECK_ONLY_MARKERS, "run")
 DOC_TIMEOUT_S = 600
 COMMAND_TIMEOUT_S = 300
 COUNTS_ENV = "LMT_TUTORIAL_COUNTS_DIR"
-#: Docs whose blocks take 50 s or more on CI's 2 cores (the ``--durations`` list of its log): they run with the
+#: Docs whose blocks take 42 s or more on CI's 2 cores (the ``--durations`` list of its log): they run with the
 #: slow suite (``make test-slow``, CI's second test step), so every block still runs in CI while the default suite
 #: stays near 15 minutes.
 SLOW_DOCS = frozenset({
     "zh/04-deployment/06-onnx-quantization.md", "zh/05-usage/03-cli.md", "zh/04-deployment/07-cpu-optimization.md",
     "zh/02-finetuning/01-finetuning-basics.md", "zh/01-models/04-benchmarking.md",
+    "zh/01-models/11-qwen-internvl.md", "zh/03-data/06-auto-annotation.md", "zh/03-data/04-custom-datasets.md",
+    "zh/02-finetuning/03-full-finetuning.md",
 })
 
 _MARKER = re.compile(r"^\s*<!--\s*lmt:\s*([\w-]+)\s*-->\s*$")

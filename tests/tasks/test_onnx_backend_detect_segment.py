@@ -11,6 +11,10 @@ from PIL import Image
 
 import lmt
 
+# the module-scoped fixtures take half a minute: all of this module's tests run on one xdist worker
+# (make test runs with --dist loadgroup), which builds them once
+pytestmark = pytest.mark.xdist_group("test_onnx_backend_detect_segment")
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
