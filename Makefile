@@ -49,14 +49,12 @@ endif
 # Tests never reach the Hub: offline they fail fast instead of retrying for ~50 s.
 test test-slow: export HF_HUB_OFFLINE = 1
 
-# --dist loadgroup: the tests of a module marked xdist_group (its module-scoped fixtures are slow to build) run on
-# one worker, so the fixtures are built once; every other test goes to whichever worker is free.
 test: $(STAMP)
-	$(PYTEST) -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow and not real_weights"
+	$(PYTEST) -n $(PYTEST_WORKERS) -m "not slow and not real_weights"
 
 # "No slow tests collected" (pytest exit 5) is not a failure: the slow suites are added over time.
 test-slow: $(STAMP)
-	$(PYTEST) -n $(PYTEST_WORKERS) --dist loadgroup -m "slow and not real_weights" || { rc=$$?; \
+	$(PYTEST) -n $(PYTEST_WORKERS) -m "slow and not real_weights" || { rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "make test-slow: no slow tests collected (pytest exit 5), nothing to run."; \
 		else exit $$rc; fi; }
 

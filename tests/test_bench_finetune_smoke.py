@@ -9,10 +9,6 @@ import pytest
 
 from tests.benchscripts import imported, run_script
 
-# the module-scoped fixtures take half a minute: all of this module's tests run on one xdist worker
-# (make test runs with --dist loadgroup), which builds them once
-pytestmark = pytest.mark.xdist_group("test_bench_finetune_smoke")
-
 VARIANTS = ("full", "lora", "lora_checkpointing")
 
 

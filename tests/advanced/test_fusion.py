@@ -33,10 +33,6 @@ from lmt.advanced.fusion import (
 from lmt.errors import InvalidInputError
 from tests.benchscripts import imported, run_script
 
-# the module-scoped fixtures take half a minute: all of this module's tests run on one xdist worker
-# (make test runs with --dist loadgroup), which builds them once
-pytestmark = pytest.mark.xdist_group("test_fusion")
-
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -14,10 +14,6 @@ from lmt.cli import main
 from lmt.deploy import export_onnx, run_onnx, sample_pixel_values
 from lmt.errors import InvalidInputError, UnknownModelError, UnsupportedTaskError
 
-# the module-scoped fixtures take half a minute: all of this module's tests run on one xdist worker
-# (make test runs with --dist loadgroup), which builds them once
-pytestmark = pytest.mark.xdist_group("test_export")
-
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 

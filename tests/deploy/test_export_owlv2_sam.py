@@ -29,10 +29,6 @@ from lmt.errors import InvalidInputError
 from lmt.tasks.base import features_of
 from lmt.tasks.detect import class_logits_and_boxes
 
-# the module-scoped fixtures take half a minute: all of this module's tests run on one xdist worker
-# (make test runs with --dist loadgroup), which builds them once
-pytestmark = pytest.mark.xdist_group("test_export_owlv2_sam")
-
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
