@@ -1,8 +1,9 @@
 """The course runs: every tutorial's code blocks, in order, in a fresh interpreter per doc; and no link is broken.
 
 One test per markdown file under ``tutorials/`` (the slowest, ``SLOW_DOCS``, are marked slow). It runs this file
-as a script on the doc's blocks, in a new process (cwd = the repository root, ``HF_HUB_OFFLINE=1``, ``GRADIO_ANALYTICS_ENABLED=False``, ``LMT_HOME``
-inherited), so docs share no state with each other or with the test process:
+as a script on the doc's blocks, in a new process (cwd = the repository root, ``HF_HUB_OFFLINE=1``,
+``GRADIO_ANALYTICS_ENABLED=False``, ``LMT_HOME`` inherited), so docs share no state with each other or with the
+test process:
 
 - ```python blocks run in one namespace, in order; a traceback names the doc and the line in it.
 - ```bash / ```shell / ```console blocks: each line starting with ``lmt `` (after an optional ``$ ``) runs as a

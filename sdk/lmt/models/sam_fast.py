@@ -284,8 +284,8 @@ class FastSamImageEncoder:
         # the same memory seen as (batch, nh, nw, window, window, 3, heads, dim), the grid's layout
         as_grid = qkv_windows.view(3, batch, nh, nw, heads, window, window, dim).permute(1, 2, 3, 5, 6, 0, 4, 7)
         _copy_windows(qkv, as_grid, window, into_windows=True)
-        bias = attn.qkv.bias
-        padding = 0.0 if bias is None else bias.view(3, heads, dim)
+        qkv_bias = attn.qkv.bias
+        padding = 0.0 if qkv_bias is None else qkv_bias.view(3, heads, dim)
         if h % window:
             as_grid[:, nh - 1, :, h % window:] = padding
         if w % window:
